@@ -1,0 +1,25 @@
+"""The one place where mpinn's error types live.
+
+Bad input is reported as :class:`ConfigError` (a ``ValueError``), raised alike on every rank
+before any collective, with a message that names what is wrong and how to fix it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+
+class ConfigError(ValueError):
+    """Invalid user input: a configuration, a name, a shape or a value out of range."""
+
+
+def unknown_name(kind: str, name: object, known: Iterable[str]) -> ConfigError:
+    """Error for a name that is not one of ``known``, listing the valid choices."""
+    choices = ", ".join(sorted(known))
+    return ConfigError(f"unknown {kind} {name!r}; choose one of: {choices}")
+
+
+def require_positive(name: str, value: float) -> None:
+    """Raise ConfigError unless ``value`` is a number > 0."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise ConfigError(f"{name} must be a positive number, got {value!r}")
