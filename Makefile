@@ -1,0 +1,44 @@
+# Two commands do all set-up on a machine with python3 and make: `make demo` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+MPIEXEC := $(BIN)/mpiexec
+# One BLAS thread per rank, or the ranks fight over the cores.
+export OPENBLAS_NUM_THREADS := 1
+export OMP_NUM_THREADS := 1
+# Per-run limit: no MPI test run can hang the suite.
+MPI_TIMEOUT := 600
+MPI_PYTEST := $(BIN)/python -m pytest tests/mpi --with-mpi -q -p no:cacheprovider
+# Rank 0 reports; the other ranks' stdout is dropped (a failing rank still reports on stderr).
+RANK0_ONLY := sh -c 'if [ "$${PMI_RANK:-0}" = 0 ]; then exec "$$0" "$$@"; else exec "$$0" "$$@" >/dev/null; fi'
+
+.PHONY: demo test test-unit test-mpi bench clean
+
+$(BIN)/activate:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+$(VENV)/.installed: $(BIN)/activate pyproject.toml
+	$(BIN)/pip install --quiet -e ".[mpich,data,progress,test]"
+	touch $@
+
+demo: $(VENV)/.installed
+	$(MPIEXEC) -n 2 $(BIN)/mpinn train --dataset digits --epochs 10
+
+test: test-unit test-mpi
+
+test-unit: $(VENV)/.installed
+	$(BIN)/python -m pytest tests/unit -q
+
+test-mpi: $(VENV)/.installed
+	for n in 1 2 3 4; do \
+		echo "== MPI tests under mpiexec -n $$n"; \
+		timeout -k 10 $(MPI_TIMEOUT) $(MPIEXEC) -n $$n $(RANK0_ONLY) $(MPI_PYTEST) || exit 1; \
+	done
+
+bench: $(VENV)/.installed
+	$(BIN)/python bench/single_process.py
+	$(BIN)/python bench/scaling.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,139 @@
+"""One measurement under mpiexec (started by bench/scaling.py): prints one JSON line on rank 0.
+
+    mpiexec -n P python bench/scaling_worker.py train --batch-per-rank 512 | --global-batch 512
+    mpiexec -n P python bench/scaling_worker.py torch-ddp --batch-per-rank 512
+    mpiexec -n P python bench/scaling_worker.py allreduce
+"""
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common  # noqa: E402,F401  (sets one BLAS thread per rank)
+
+import numpy as np  # noqa: E402
+from mpi4py import MPI  # noqa: E402
+
+from mpinn.nn import Dense, Sequential  # noqa: E402
+from mpinn.optim import SGD  # noqa: E402
+from mpinn.parallel import Communicator, DataParallel  # noqa: E402
+from mpinn.train import train_step  # noqa: E402
+
+WIDTHS = (784, 1024, 1024, 1024, 10)
+
+
+def mpinn_model() -> Sequential:
+    model = Sequential(seed=0)
+    for i, units in enumerate(WIDTHS[1:]):
+        model.add(Dense(units, input_dim=WIDTHS[i],
+                        activation="softmax" if i == len(WIDTHS) - 2 else "relu"))
+    model.compile(SGD(lr=0.01), loss="sparse_categorical_crossentropy")
+    return model
+
+
+def timed_steps(step, steps: int, comm) -> list[float]:
+    times = []
+    for _ in range(steps):
+        comm.Barrier()
+        start = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def train(args, comm) -> dict:
+    global_batch = args.global_batch or args.batch_per_rank * comm.size
+    model = mpinn_model()
+    strategy = DataParallel(Communicator(comm), bucket_mb=args.bucket_mb)
+    strategy.setup(model)
+    rng = np.random.default_rng(0)
+    x = rng.random((global_batch, WIDTHS[0]), dtype=np.float32)
+    y = rng.integers(0, WIDTHS[-1], size=global_batch)
+    batch = np.arange(global_batch)
+    for _ in range(args.warmup):
+        train_step(model, strategy, x, y, batch)
+    comm_before = strategy.comm_seconds
+    times = timed_steps(lambda: train_step(model, strategy, x, y, batch), args.steps, comm)
+    comm_per_step = (strategy.comm_seconds - comm_before) / args.steps
+    step = statistics.median(times)
+    return {"step_s": step, "comm_s": comm_per_step, "compute_s": step - comm_per_step,
+            "global_batch": global_batch, "samples_per_s": global_batch / step}
+
+
+def torch_ddp(args, comm) -> dict:
+    import torch
+    import torch.distributed as dist
+
+    torch.set_num_threads(1)
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(args.port))
+    dist.init_process_group("gloo", rank=comm.rank, world_size=comm.size)
+    layers = []
+    for i, units in enumerate(WIDTHS[1:]):
+        layers += [torch.nn.Linear(WIDTHS[i], units)] + ([torch.nn.ReLU()] if i < len(WIDTHS) - 2 else [])
+    model = torch.nn.parallel.DistributedDataParallel(torch.nn.Sequential(*layers))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    loss_fn = torch.nn.CrossEntropyLoss()
+    rng = np.random.default_rng(comm.rank)
+    x = torch.from_numpy(rng.random((args.batch_per_rank, WIDTHS[0]), dtype=np.float32))
+    y = torch.from_numpy(rng.integers(0, WIDTHS[-1], size=args.batch_per_rank))
+
+    def step():
+        optimizer.zero_grad()
+        loss_fn(model(x), y).backward()
+        optimizer.step()
+    for _ in range(args.warmup):
+        step()
+    step_s = statistics.median(timed_steps(step, args.steps, comm))
+    dist.destroy_process_group()
+    return {"step_s": step_s, "global_batch": args.batch_per_rank * comm.size,
+            "samples_per_s": args.batch_per_rank * comm.size / step_s}
+
+
+def allreduce(args, comm) -> dict:
+    """Raw MPI.Allreduce vs mpinn's reduction path (DataParallel buckets) on the same buffer.
+
+    Each size uses a one-layer model whose gradient buffer has that size; the last row is
+    the 784-1024-1024-1024-10 model itself, reduced in its 4 MB buckets.
+    """
+    models = [Sequential([Dense(256, input_dim=max(1, 2**k // 4 // 256 - 1))])
+              for k in range(12, 25, 2)] + [mpinn_model()]
+    rows = []
+    for model in models:
+        strategy = DataParallel(Communicator(comm), bucket_mb=args.bucket_mb)
+        strategy.setup(model)
+        raw = np.ones_like(model.grads)
+
+        def mpinn_path():
+            strategy.begin_step()
+            strategy.finish_gradients()
+        raw_s = statistics.median(timed_steps(lambda: comm.Allreduce(MPI.IN_PLACE, raw),
+                                              args.steps, comm))
+        mpinn_s = statistics.median(timed_steps(mpinn_path, args.steps, comm))
+        rows.append({"bytes": model.grads.nbytes, "buckets": len(strategy.buckets),
+                     "raw_mpi_s": raw_s, "mpinn_s": mpinn_s})
+    return {"allreduce": rows}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("mode", choices=["train", "torch-ddp", "allreduce"])
+    parser.add_argument("--batch-per-rank", type=int, default=512)
+    parser.add_argument("--global-batch", type=int, default=0)
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--bucket-mb", type=float, default=4.0)
+    parser.add_argument("--port", type=int, default=29517)
+    args = parser.parse_args()
+    comm = MPI.COMM_WORLD
+    result = {"train": train, "torch-ddp": torch_ddp, "allreduce": allreduce}[args.mode](args, comm)
+    if comm.rank == 0:
+        print(json.dumps({"mode": args.mode, "ranks": comm.size, **result}), flush=True)
+
+
+if __name__ == "__main__":
+    main()

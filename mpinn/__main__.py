@@ -1,0 +1,5 @@
+import sys
+
+from mpinn.cli import main
+
+sys.exit(main())

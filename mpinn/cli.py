@@ -1,0 +1,97 @@
+"""The ``mpinn`` command (also ``python -m mpinn``): train, evaluate, predict.
+
+Bad input exits with status 2 and one message printed by rank 0; an unexpected exception on
+any rank prints that rank's traceback and aborts the whole job.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Any
+
+from mpinn.config import TrainConfig, known_keys, load_toml, make_config
+from mpinn.errors import ConfigError
+
+FLAG_HELP = {
+    "dataset": "digits (default), synthetic, regression, xor, or a path to an .npz / IDX folder",
+    "hidden": "hidden layer sizes, comma-separated (default 64)",
+    "activation": "hidden activation: relu, leaky_relu, tanh, sigmoid",
+    "optimizer": "sgd, adam, adamw or rmsprop",
+    "batch_size": "GLOBAL batch size (split over the ranks)",
+    "strategy": "parallel strategy: data",
+    "sampler": "random (seeded shuffle per epoch) or contiguous",
+    "threads": "BLAS threads per rank (default 1)",
+    "metrics": "JSON-lines metrics file written by rank 0",
+    "save": "write the trained model (.npz) here",
+    "verbose_ranks": "every rank prints its progress, not only rank 0",
+}
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:
+        raise ConfigError(f"{message} (see mpinn {self.prog.split()[-1]} --help)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="mpinn", description="Neural-network training on CPU clusters with MPI.")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    train = commands.add_parser("train", help="train a model (the digits MLP by default)")
+    train.add_argument("--config", help="TOML file with any of: " + ", ".join(known_keys()))
+    for key in known_keys():
+        train.add_argument("--" + key.replace("_", "-"), dest=key, default=None,
+                           help=FLAG_HELP.get(key, f"default {getattr(TrainConfig, key)!r}"))
+    for name in ("evaluate", "predict"):
+        sub = commands.add_parser(name, help=f"{name} with a saved model")
+        sub.add_argument("--model", required=True, help="model file written by train --save")
+        sub.add_argument("--dataset", default="digits", help=FLAG_HELP["dataset"])
+    commands.choices["predict"].add_argument("--input", help=".npy of inputs (default: the test split)")
+    commands.choices["predict"].add_argument("--output", required=True, help=".npy for the predictions")
+    return parser
+
+
+def train_config(args: argparse.Namespace) -> TrainConfig:
+    """Flags override the TOML file, which overrides the defaults."""
+    values: dict[str, Any] = load_toml(args.config) if args.config else {}
+    values.update({k: v for k, v in vars(args).items() if k in known_keys() and v is not None})
+    return make_config(values)
+
+
+def set_blas_threads(threads: int) -> None:
+    """Pin BLAS threads per rank; effective because numpy is not imported yet."""
+    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = str(threads)
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        if args.command == "train":
+            config = train_config(args)
+            set_blas_threads(config.threads)
+            from mpinn.commands import train
+
+            return train(config)
+        from mpinn import commands
+
+        return getattr(commands, args.command)(args)
+    except ConfigError as exc:
+        if _rank() == 0:
+            print(f"mpinn: error: {exc}", file=sys.stderr, flush=True)
+        return 2
+    except Exception as exc:
+        from mpinn.parallel import Communicator
+        from mpinn.parallel.failures import report_and_abort
+
+        comm = Communicator.world()
+        if comm.size == 1:
+            raise
+        report_and_abort(comm, exc)
+        return 1
+
+
+def _rank() -> int:
+    from mpi4py import MPI
+
+    return MPI.COMM_WORLD.Get_rank()

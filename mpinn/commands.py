@@ -1,0 +1,101 @@
+"""What each CLI command does, once its configuration is valid."""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+
+from mpinn.config import TrainConfig
+from mpinn.data import Dataset, load_dataset
+from mpinn.nn import Dense, Sequential
+from mpinn.optim import get_optimizer
+from mpinn.parallel import Communicator, DataParallel, install_abort_hook
+from mpinn.train import default_callbacks
+
+
+def build_model(config: TrainConfig, data: Dataset) -> Sequential:
+    """The MLP of the config: hidden layers, then softmax (classification) or linear output."""
+    model = Sequential(seed=config.seed)
+    width = data.x_train.shape[1]
+    for units in config.hidden:
+        model.add(Dense(units, input_dim=width, activation=config.activation))
+        width = units
+    classes = data.n_classes
+    model.add(Dense(classes if classes else data.y_train.shape[1], input_dim=width,
+                    activation="softmax" if classes else None))
+    compile_for(model, data, get_optimizer(config.optimizer, **config.optimizer_options()))
+    return model
+
+
+def compile_for(model: Sequential, data: Dataset, optimizer="adam") -> None:
+    if data.n_classes:
+        model.compile(optimizer, loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    else:
+        model.compile(optimizer, loss="mse")
+
+
+def _world() -> Communicator:
+    comm = Communicator.world()
+    if comm.size > 1:
+        install_abort_hook(comm)
+    return comm
+
+
+def _report(comm: Communicator, label: str, result) -> None:
+    if comm.is_root:
+        loss, accuracy = result if isinstance(result, tuple) else (result, None)
+        extra = f"  {label} accuracy {accuracy:.4f}" if accuracy is not None else ""
+        print(f"{label} loss {loss:.4f}{extra}", flush=True)
+
+
+def train(config: TrainConfig) -> int:
+    data = load_dataset(config.dataset, seed=config.seed)
+    model = build_model(config, data)
+    comm = _world()
+    strategy = DataParallel(comm, bucket_mb=config.bucket_mb)
+    if comm.is_root:
+        print(f"mpinn: {data.name}, {len(data.x_train)} training samples, model "
+              f"{model.input_dim}-{'-'.join(map(str, config.hidden))}-{model.output_dim} "
+              f"({model.num_params} parameters), {config.strategy} parallel over {comm.size} "
+              f"rank(s), global batch {config.batch_size}", flush=True)
+    callbacks = default_callbacks(comm, 1, config.metrics, config.verbose_ranks)
+    model.fit(data.x_train, data.y_train, epochs=config.epochs, batch_size=config.batch_size,
+              validation_data=(data.x_test, data.y_test), shuffle=config.sampler == "random",
+              drop_last=config.drop_last, accumulation_steps=config.accumulation_steps,
+              strategy=strategy, callbacks=callbacks)
+    _report(comm, "test", model.evaluate(data.x_test, data.y_test, strategy=strategy))
+    if config.save and comm.is_root:
+        model.save(config.save)
+        print(f"model written to {config.save}", flush=True)
+    return 0
+
+
+def _load(args: argparse.Namespace) -> tuple[Sequential, Dataset]:
+    from mpinn.errors import ConfigError
+
+    try:
+        model = Sequential.load(args.model)
+    except (OSError, KeyError, ValueError) as exc:
+        raise ConfigError(f"cannot read model file {args.model}: {exc}") from None
+    data = load_dataset(args.dataset)
+    compile_for(model, data)
+    return model, data
+
+
+def evaluate(args: argparse.Namespace) -> int:
+    model, data = _load(args)
+    comm = _world()
+    _report(comm, "test", model.evaluate(data.x_test, data.y_test, strategy=DataParallel(comm)))
+    return 0
+
+
+def predict(args: argparse.Namespace) -> int:
+    model, data = _load(args)
+    x = np.load(args.input, allow_pickle=False) if args.input else data.x_test
+    outputs = model.predict(x)
+    comm = _world()
+    if comm.is_root:
+        np.save(args.output, outputs)
+        print(f"{len(outputs)} predictions written to {args.output}", flush=True)
+    return 0

@@ -1,0 +1,111 @@
+"""Run configuration: a frozen dataclass filled from a TOML file and command-line flags.
+
+Stdlib only (no numpy), so the CLI can read it and set BLAS threads before numpy loads.
+Unknown keys and wrong types are rejected with the list of valid keys.
+"""
+
+import dataclasses
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+from mpinn.errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:
+    import tomli as tomllib
+
+STRATEGIES = ("data",)
+SAMPLERS = ("random", "contiguous")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    dataset: str = "digits"
+    hidden: tuple = (64,)
+    activation: str = "relu"
+    optimizer: str = "adam"
+    lr: Optional[float] = None
+    momentum: Optional[float] = None
+    weight_decay: Optional[float] = None
+    epochs: int = 10
+    batch_size: int = 64
+    seed: int = 0
+    strategy: str = "data"
+    sampler: str = "random"
+    drop_last: bool = False
+    accumulation_steps: int = 1
+    bucket_mb: float = 4.0
+    threads: int = 1
+    metrics: Optional[str] = None
+    save: Optional[str] = None
+    verbose_ranks: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size", "accumulation_steps", "threads"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be a positive integer, got {getattr(self, name)}")
+        for name in ("lr", "bucket_mb"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise ConfigError(f"{name} must be a positive number, got {value}")
+        if any(width < 1 for width in self.hidden):
+            raise ConfigError(f"hidden layer sizes must be positive integers, got {list(self.hidden)}")
+        if self.strategy not in STRATEGIES:
+            raise ConfigError(f"unknown strategy {self.strategy!r}; choose one of: {', '.join(STRATEGIES)}")
+        if self.sampler not in SAMPLERS:
+            raise ConfigError(f"unknown sampler {self.sampler!r}; choose one of: {', '.join(SAMPLERS)}")
+
+    def optimizer_options(self) -> dict[str, float]:
+        names = ("lr", "momentum", "weight_decay")
+        return {n: getattr(self, n) for n in names if getattr(self, n) is not None}
+
+
+def _coerce(name: str, value: Any, kind: Any) -> Any:
+    """Convert a TOML value or a flag string to the field's type, or say what was expected."""
+    base = kind.__args__[0] if getattr(kind, "__args__", None) and type(None) in kind.__args__ else kind
+    try:
+        if base is tuple:
+            items = value.split(",") if isinstance(value, str) else list(value)
+            return tuple(int(v) for v in items if str(v).strip() != "")
+        if base is bool:
+            if isinstance(value, bool):
+                return value
+            if str(value).lower() in ("true", "1", "yes", "false", "0", "no"):
+                return str(value).lower() in ("true", "1", "yes")
+            raise ValueError
+        if base is int and (isinstance(value, float) or isinstance(value, bool)):
+            raise ValueError
+        if base is str and not isinstance(value, str):
+            raise ValueError
+        return base(value)
+    except (TypeError, ValueError):
+        expected = {tuple: "a list of integers", bool: "true or false", int: "an integer",
+                    float: "a number", str: "a string"}[base]
+        raise ConfigError(f"config key {name!r} must be {expected}, got {value!r}") from None
+
+
+def known_keys() -> list[str]:
+    return [f.name for f in dataclasses.fields(TrainConfig)]
+
+
+def make_config(values: dict[str, Any]) -> TrainConfig:
+    """A TrainConfig from a mapping, rejecting unknown keys and wrong types."""
+    types = {f.name: f.type for f in dataclasses.fields(TrainConfig)}
+    unknown = sorted(set(values) - set(types))
+    if unknown:
+        raise ConfigError(f"unknown config key {unknown[0]!r}; valid keys: {', '.join(types)}")
+    return TrainConfig(**{k: _coerce(k, v, types[k]) for k, v in values.items()})
+
+
+def load_toml(path: str) -> dict[str, Any]:
+    """The key/value pairs of a TOML config file (a [train] table or top-level keys)."""
+    try:
+        data = tomllib.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    return data.get("train", data)

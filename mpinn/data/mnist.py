@@ -1,0 +1,114 @@
+"""MNIST-format data from disk: IDX files (gzipped or not) or one ``.npz``.
+
+IDX is the format MNIST, Fashion-MNIST and EMNIST ship in: two zero bytes, a type code, the
+number of dimensions, big-endian uint32 sizes, then big-endian data. Damaged files are
+reported with their name and what is wrong rather than as a reshape error deep in numpy.
+"""
+
+from __future__ import annotations
+
+import gzip
+import zipfile
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+from mpinn.data.datasets import Dataset
+from mpinn.errors import ConfigError
+
+IDX_TYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
+               "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
+
+
+def _read_bytes(path: Path) -> bytes:
+    """The file's bytes, gunzipped when it starts with the gzip magic (whatever its name)."""
+    raw = path.read_bytes()
+    if raw[:2] != b"\x1f\x8b":
+        return raw
+    try:
+        return gzip.decompress(raw)
+    except (OSError, EOFError, zlib.error) as exc:
+        raise ConfigError(f"IDX file {path}: corrupt or truncated gzip data ({exc})") from None
+
+
+def load_idx(path: str | Path) -> np.ndarray:
+    """One IDX file as an array of its shape, in native byte order."""
+    path = Path(path)
+    data = _read_bytes(path)
+    if len(data) < 4 or data[:2] != b"\x00\x00" or data[2] not in IDX_TYPES:
+        raise ConfigError(f"IDX file {path}: bad magic number {data[:4].hex() or '(empty)'}; "
+                          f"expected 0000 then a type code in {sorted(IDX_TYPES)} and a rank")
+    dtype, ndim = np.dtype(IDX_TYPES[data[2]]), data[3]
+    header = 4 + 4 * ndim
+    if len(data) < header:
+        raise ConfigError(f"IDX file {path}: truncated header ({len(data)} of {header} bytes)")
+    shape = tuple(int(s) for s in np.frombuffer(data, ">u4", ndim, 4))
+    expected = int(np.prod(shape)) * dtype.itemsize
+    if len(data) - header != expected:
+        raise ConfigError(f"IDX file {path}: size mismatch, header shape {shape} needs "
+                          f"{expected} data bytes but the file has {len(data) - header}")
+    return np.frombuffer(data, dtype, offset=header).reshape(shape).astype(dtype.newbyteorder("="))
+
+
+def _images(x: np.ndarray) -> np.ndarray:
+    """Flatten to (n, features); uint8 pixels scale to [0, 1]."""
+    x = x.reshape(len(x), -1)
+    return x.astype(np.float32) / 255.0 if x.dtype == np.uint8 else x.astype(np.float32)
+
+
+def _labels(y: np.ndarray, source: str) -> np.ndarray:
+    y = y.reshape(-1)
+    if y.dtype.kind not in "biuf" or (y.dtype.kind == "f" and not np.all(y == np.round(y))):
+        raise ConfigError(f"{source}: labels must be whole numbers, got dtype {y.dtype}")
+    return y.astype(np.int64)
+
+
+def _idx_arrays(folder: Path) -> list[np.ndarray]:
+    found = []
+    for stem in MNIST_FILES:
+        candidates = [folder / stem, folder / f"{stem}.gz"]
+        path = next((p for p in candidates if p.is_file()), None)
+        if path is None:
+            raise ConfigError(f"{folder} is missing {stem}[.gz]; an MNIST folder holds: "
+                              f"{', '.join(MNIST_FILES)} (each optionally .gz)")
+        found.append(load_idx(path))
+    return found
+
+
+def _npz_arrays(path: Path) -> list[np.ndarray]:
+    expected = ", ".join(NPZ_KEYS)
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            arrays = {k: npz[k] for k in npz.files}
+    except (OSError, EOFError, ValueError, TypeError, AttributeError, zipfile.BadZipFile) as exc:
+        raise ConfigError(f"cannot read {path}: expected an .npz archive of {expected} "
+                          f"({type(exc).__name__}: {exc})") from None
+    missing = [k for k in NPZ_KEYS if k not in arrays]
+    if missing:
+        raise ConfigError(f"{path} lacks arrays {', '.join(missing)}; expected {expected} "
+                          f"(it has {', '.join(arrays) or 'none'})")
+    return [arrays[k] for k in NPZ_KEYS]
+
+
+def load_mnist(path: str | Path) -> Dataset:
+    """MNIST-format data from a folder of the four IDX files or an ``.npz`` of
+    ``x_train, y_train, x_test, y_test``: images (n, rows*cols) float32, labels int64."""
+    path = Path(path)
+    if path.is_dir():
+        arrays = _idx_arrays(path)
+    elif path.is_file():
+        arrays = _npz_arrays(path)
+    else:
+        raise ConfigError(f"no such data file or folder: {path}")
+    x_train, x_test = _images(arrays[0]), _images(arrays[2])
+    y_train, y_test = _labels(arrays[1], str(path)), _labels(arrays[3], str(path))
+    for split, x, y in (("train", x_train, y_train), ("test", x_test, y_test)):
+        if len(x) != len(y):
+            raise ConfigError(f"{path}: {split} has {len(x)} images but {len(y)} labels")
+    if min(y_train.min(initial=0), y_test.min(initial=0)) < 0:
+        raise ConfigError(f"{path}: labels must be >= 0")
+    n_classes = max(2, int(max(y_train.max(initial=0), y_test.max(initial=0))) + 1)
+    return Dataset(x_train, y_train, x_test, y_test, n_classes, path.stem)

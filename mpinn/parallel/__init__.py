@@ -1,0 +1,16 @@
+"""Everything that talks MPI: communicators and the strategies that decide what is exchanged."""
+
+from mpinn.parallel.comm import Communicator
+from mpinn.parallel.data_parallel import DataParallel, plan_buckets
+from mpinn.parallel.failures import install_abort_hook
+
+
+def default_strategy() -> DataParallel:
+    """Data parallelism over every rank of the launch (one rank without a launcher)."""
+    comm = Communicator.world()
+    if comm.size > 1:
+        install_abort_hook(comm)
+    return DataParallel(comm)
+
+
+__all__ = ["Communicator", "DataParallel", "default_strategy", "install_abort_hook", "plan_buckets"]

@@ -1,0 +1,89 @@
+"""Data parallelism: every rank holds the whole model and a contiguous part of each global batch.
+
+Each rank scales its loss gradient by (local samples / global samples), so a SUM over ranks
+is the global mean gradient whatever the split. The sum runs on the flat gradient buffer in
+buckets (slices in reverse layer order) whose non-blocking Iallreduce starts as soon as
+backward has produced them, overlapping communication with the rest of backward.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+from mpi4py import MPI
+
+from mpinn.data.samplers import shard_range
+from mpinn.errors import ConfigError
+from mpinn.parallel.comm import Communicator, waitall
+
+
+def plan_buckets(layer_offsets: list[int], param_layers: list[int], total: int,
+                 bucket_elems: int) -> list[tuple[int, int]]:
+    """Slices [lo, hi) of the flat buffer, from its end to its start, cut at layer boundaries,
+    each holding at least ``bucket_elems`` elements (except possibly the first one)."""
+    buckets, hi = [], total
+    for index in reversed(param_layers):
+        lo = layer_offsets[index]
+        if hi - lo >= bucket_elems or index == param_layers[0]:
+            buckets.append((lo, hi))
+            hi = lo
+    return buckets
+
+
+class DataParallel:
+    """The synchronous data-parallel strategy over ``comm``."""
+
+    def __init__(self, comm: Communicator, bucket_mb: float = 4.0, overlap: bool = True) -> None:
+        if not bucket_mb > 0:
+            raise ConfigError(f"bucket_mb must be positive, got {bucket_mb!r}")
+        self.comm = comm
+        self.bucket_mb = bucket_mb
+        self.overlap = overlap
+        self.comm_seconds = 0.0
+
+    def setup(self, model) -> None:
+        """Give every rank rank 0's parameters and check that they now agree bitwise."""
+        self.comm.Bcast(model.params)
+        self.comm.check_identical(model.params, "initial parameters")
+        self._grads = model.grads
+        bucket_elems = max(1, int(self.bucket_mb * 2**20) // model.grads.itemsize)
+        self.buckets = plan_buckets(model.layer_offsets, model.param_layers, model.grads.size,
+                                    bucket_elems) if self.overlap else [(0, model.grads.size)]
+
+    def local_range(self, n_global: int) -> tuple[int, int]:
+        """This rank's contiguous part of a global batch of ``n_global`` samples."""
+        return shard_range(n_global, self.comm.rank, self.comm.size)
+
+    def begin_step(self) -> None:
+        self._requests: list[MPI.Request] = []
+
+    def on_grads_ready(self, offset: int) -> None:
+        """Backward hook: grads[offset:] is final; start every bucket it completes."""
+        if self.comm.size == 1 or not self.overlap:
+            return
+        start = time.perf_counter()
+        self._start_buckets(offset)
+        MPI.Request.Testall(self._requests)  # lets MPI progress while backward goes on
+        self.comm_seconds += time.perf_counter() - start
+
+    def _start_buckets(self, offset: int) -> None:
+        while len(self._requests) < len(self.buckets) and self.buckets[len(self._requests)][0] >= offset:
+            lo, hi = self.buckets[len(self._requests)]
+            self._requests.append(self.comm.Iallreduce(self._grads[lo:hi]))
+
+    def finish_gradients(self) -> None:
+        """Complete the reduction of every bucket: grads now hold the global mean gradient."""
+        if self.comm.size == 1:
+            return
+        start = time.perf_counter()
+        if self.overlap:
+            self._start_buckets(0)
+            waitall(self._requests)
+        else:
+            self.comm.Allreduce(self._grads)
+        self.comm_seconds += time.perf_counter() - start
+
+    def reduce_sum(self, values: np.ndarray) -> np.ndarray:
+        """Sum small per-rank tallies (loss sums, correct counts, sample counts) over ranks."""
+        return self.comm.Allreduce(np.array(values, dtype=np.float64))

@@ -1,0 +1,189 @@
+"""The training loop: one code path for one rank or many.
+
+The strategy decides what is exchanged and when; this loop decides the order of the work:
+global batches from the sampler, this rank's part of each, forward, backward, one optimizer
+step, and sample-weighted metrics reduced across ranks.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from mpinn.data.samplers import global_batches, make_sampler, num_batches, shard_range
+from mpinn.data.validate import check_xy
+from mpinn.errors import ConfigError, require_positive
+from mpinn.nn.losses import CrossEntropyLoss
+from mpinn.train.callbacks import Callback, default_callbacks
+from mpinn.train.metrics import count_correct, summarize
+
+
+@dataclass
+class History:
+    """What ``fit`` returns, shaped like Keras' History."""
+
+    history: dict[str, list[float]] = field(default_factory=dict)
+    epoch: list[int] = field(default_factory=list)
+
+    def record(self, epoch: int, values: dict[str, float]) -> None:
+        self.epoch.append(epoch)
+        for key, value in values.items():
+            self.history.setdefault(key, []).append(value)
+
+
+def fit(model, x: np.ndarray, y: np.ndarray, *, epochs: int = 1, batch_size: int = 32,
+        validation_data: tuple[np.ndarray, np.ndarray] | None = None,
+        validation_split: float = 0.0, shuffle: bool = True, drop_last: bool = False,
+        accumulation_steps: int = 1, strategy: Any = None, callbacks: list[Callback] | None = None,
+        verbose: int = 1, log_every: int = 10) -> History:
+    """Train ``model`` (compiled) on (x, y); ``batch_size`` is the GLOBAL batch.
+
+    Every rank passes the same x and y; each takes its contiguous part of every global
+    batch, so the result equals one rank's for the same seed and batch size.
+    """
+    x, y, validation_data = _checked_inputs(model, x, y, epochs, batch_size, validation_data,
+                                            validation_split, accumulation_steps)
+    strategy = strategy or _default_strategy()
+    strategy.setup(model)
+    callbacks = default_callbacks(strategy.comm, verbose) if callbacks is None else callbacks
+    sampler = make_sampler("random" if shuffle else "contiguous", len(x), model.seed)
+    steps_per_epoch = num_batches(len(x), batch_size, drop_last)
+    history, step = History(), 0
+    for callback in callbacks:
+        callback.on_train_begin(epochs, steps_per_epoch)
+    for epoch in range(epochs):
+        tally, window, window_start = np.zeros(3), np.zeros(3), time.perf_counter()
+        comm_start = strategy.comm_seconds
+        for batch in global_batches(sampler.epoch_order(epoch), batch_size, drop_last):
+            part = train_step(model, strategy, x, y, batch, accumulation_steps)
+            tally += part
+            window += part
+            step += 1
+            if step % log_every == 0:
+                record = _step_record(strategy, window, step, epoch, window_start, comm_start)
+                for callback in callbacks:
+                    callback.on_step_end(record)
+                window, window_start, comm_start = np.zeros(3), time.perf_counter(), strategy.comm_seconds
+        values = _epoch_values(model, strategy, tally, validation_data, batch_size)
+        history.record(epoch, values)
+        for callback in callbacks:
+            callback.on_epoch_end(epoch, {"step": step, **values})
+    for callback in callbacks:
+        callback.on_train_end()
+    return history
+
+
+def train_step(model, strategy, x: np.ndarray, y: np.ndarray, batch: np.ndarray,
+               accumulation_steps: int = 1) -> np.ndarray:
+    """One optimizer step on a global batch; returns this rank's [loss_sum, correct, count]."""
+    head, n_global = model.head, len(batch)
+    lo, hi = strategy.local_range(n_global)
+    xb, yb = x[batch[lo:hi]], y[batch[lo:hi]]
+    tally = np.zeros(3)
+    model.zero_grad()
+    strategy.begin_step()
+    chunks = [shard_range(hi - lo, k, accumulation_steps) for k in range(accumulation_steps)]
+    for k, (a, b) in enumerate(chunks):
+        if b == a:
+            continue
+        out = model.forward(xb[a:b], training=True, stop=head.stop)
+        tally += (head.loss.forward(out, yb[a:b]) * (b - a),
+                  count_correct(out, yb[a:b], head.threshold), b - a)
+        dout = head.loss.backward()
+        dout *= (b - a) / n_global
+        hook = strategy.on_grads_ready if k == len(chunks) - 1 else None
+        model.backward(dout, need_input_grad=False, on_grads_ready=hook)
+    strategy.finish_gradients()
+    model.optimizer.step(model.params, model.grads)
+    return tally
+
+
+def evaluate(model, x: np.ndarray, y: np.ndarray, batch_size: int = 1024,
+             strategy: Any = None) -> float | tuple[float, float]:
+    """Loss (and accuracy if compiled) over (x, y), every sample counted exactly once across ranks."""
+    _require_compiled(model)
+    x, y = _checked_xy(model, x, y)
+    strategy = strategy or _default_strategy()
+    loss, accuracy = summarize(strategy.reduce_sum(_evaluate_tally(model, strategy, x, y, batch_size)))
+    return (loss, accuracy) if model.metrics else loss
+
+
+def _evaluate_tally(model, strategy, x, y, batch_size: int) -> np.ndarray:
+    lo, hi = strategy.local_range(len(x))
+    tally = np.zeros(3)
+    for start in range(lo, hi, batch_size):
+        stop = min(start + batch_size, hi)
+        out = model.forward(x[start:stop], training=False, stop=model.head.stop)
+        tally += (model.head.loss.forward(out, y[start:stop]) * (stop - start),
+                  count_correct(out, y[start:stop], model.head.threshold), stop - start)
+    return tally
+
+
+def _epoch_values(model, strategy, tally, validation_data, batch_size) -> dict[str, float]:
+    tallies = [tally]
+    if validation_data is not None:
+        tallies.append(_evaluate_tally(model, strategy, *validation_data, max(batch_size, 1024)))
+    reduced = strategy.reduce_sum(np.concatenate(tallies)).reshape(-1, 3)
+    values = {}
+    for prefix, part in zip(("", "val_"), reduced):
+        loss, accuracy = summarize(part)
+        values[prefix + "loss"] = loss
+        if model.metrics:
+            values[prefix + "accuracy"] = accuracy
+    return values
+
+
+def _step_record(strategy, window, step, epoch, window_start, comm_start) -> dict[str, float]:
+    reduced = strategy.reduce_sum(window)
+    seconds = time.perf_counter() - window_start
+    comm_seconds = strategy.comm_seconds - comm_start
+    loss, accuracy = summarize(reduced)
+    return {"step": step, "epoch": epoch, "loss": loss, "accuracy": accuracy,
+            "samples_per_s": reduced[2] / seconds if seconds > 0 else 0.0,
+            "compute_s": seconds - comm_seconds, "comm_s": comm_seconds}
+
+
+def _default_strategy():
+    from mpinn.parallel import default_strategy
+
+    return default_strategy()
+
+
+def _require_compiled(model) -> None:
+    if model.head is None or model.optimizer is None:
+        raise ConfigError("the model is not compiled: call model.compile(optimizer=..., loss=...) first")
+
+
+def _checked_xy(model, x, y) -> tuple[np.ndarray, np.ndarray]:
+    x, y = np.asarray(x), np.asarray(y)
+    if x.ndim != 2:
+        raise ConfigError(f"x must be 2-D (samples, features), got shape {x.shape}")
+    model.build(x.shape[1])
+    sparse = isinstance(model.head.loss, CrossEntropyLoss) and y.ndim == 1
+    check_xy(x, y, n_classes=model.output_dim if sparse else None)
+    return x, y
+
+
+def _checked_inputs(model, x, y, epochs, batch_size, validation_data, validation_split,
+                    accumulation_steps):
+    """Every check runs before any collective, on every rank alike."""
+    _require_compiled(model)
+    for name, value in (("epochs", epochs), ("batch_size", batch_size),
+                        ("accumulation_steps", accumulation_steps)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+            raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+        require_positive(name, int(value))
+    if not 0.0 <= validation_split < 1.0:
+        raise ConfigError(f"validation_split must lie in [0, 1), got {validation_split!r}")
+    x, y = _checked_xy(model, x, y)
+    if validation_split and validation_data is None:
+        cut = len(x) - int(len(x) * validation_split)
+        x, y, validation_data = x[:cut], y[:cut], (x[cut:], y[cut:])
+    if validation_data is not None:
+        validation_data = _checked_xy(model, *validation_data)
+    if len(x) == 0:
+        raise ConfigError("no training samples")
+    return x, y, validation_data

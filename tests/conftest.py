@@ -1,0 +1,36 @@
+"""Shared test set-up. Under mpiexec, a test failing on one rank aborts the whole job, so the
+other ranks can never hang in a collective the failing rank will not reach."""
+
+import os
+import sys
+
+import pytest
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+
+def _world_size() -> int:
+    if "mpi4py.MPI" not in sys.modules:
+        return 1
+    from mpi4py import MPI
+
+    return MPI.COMM_WORLD.Get_size()
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_runtest_logreport(report):
+    if report.failed and _world_size() > 1:
+        from mpi4py import MPI
+
+        rank = MPI.COMM_WORLD.Get_rank()
+        sys.stderr.write(f"\n[rank {rank}] {report.nodeid} failed:\n{report.longreprtext}\n"
+                         f"[rank {rank}] aborting the MPI job\n")
+        sys.stderr.flush()
+        MPI.COMM_WORLD.Abort(1)
+
+
+@pytest.fixture
+def comm():
+    from mpinn.parallel import Communicator
+
+    return Communicator.world()
