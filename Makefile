@@ -23,7 +23,7 @@ $(VENV)/.installed: $(BIN)/activate pyproject.toml
 	touch $@
 
 demo: $(VENV)/.installed
-	$(MPIEXEC) -n 2 $(BIN)/mpinn train --dataset digits --epochs 10
+	$(MPIEXEC) -n 2 $(BIN)/mpinn train
 
 test: test-unit test-mpi
 

@@ -24,6 +24,7 @@ def build_model(config: TrainConfig, data: Dataset) -> Sequential:
     classes = data.n_classes
     model.add(Dense(classes if classes else data.y_train.shape[1], input_dim=width,
                     activation="softmax" if classes else None))
+    model.build()
     compile_for(model, data, get_optimizer(config.optimizer, **config.optimizer_options()))
     return model
 

@@ -30,8 +30,8 @@ class TrainConfig:
     lr: Optional[float] = None
     momentum: Optional[float] = None
     weight_decay: Optional[float] = None
-    epochs: int = 10
-    batch_size: int = 64
+    epochs: int = 20
+    batch_size: int = 32
     seed: int = 0
     strategy: str = "data"
     sampler: str = "random"

@@ -45,6 +45,8 @@ class Sequential:
         if self.dtype not in (np.float32, np.float64):
             raise ConfigError(f"dtype must be float32 or float64, got {self.dtype}")
         self.layers: list[Layer] = []
+        self.input_dim: int | None = None
+        self.output_dim: int | None = None
         self._params: np.ndarray | None = None
         self.head: Head | None = None
         self.optimizer = None

@@ -20,7 +20,7 @@ def mpinn(*args, ranks=2, cwd=None):
 
 def test_train_evaluate_predict_round_trip(tmp_path):
     model, metrics = tmp_path / "model.npz", tmp_path / "metrics.jsonl"
-    run = mpinn("train", "--epochs", 3, "--metrics", metrics, "--save", model)
+    run = mpinn("train", "--epochs", 3, "--lr", 0.01, "--metrics", metrics, "--save", model)
     assert run.returncode == 0, run.stderr
     assert run.stdout.count("epoch 3/3") == 1 and run.stdout.count("test accuracy") == 1
     assert "over 2 rank(s)" in run.stdout
