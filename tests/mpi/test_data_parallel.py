@@ -63,7 +63,7 @@ def test_accumulation_over_micro_batches_equals_one_large_batch(comm):
 
 
 def test_bucketed_overlapped_reduction_equals_one_flat_allreduce(comm):
-    bucketed = DataParallel(comm, bucket_mb=0.0005)
+    bucketed = DataParallel(comm, bucket_mb=0.0001)  # 26 float32: one bucket per layer
     flat = DataParallel(comm, overlap=False)
     a = train(bucketed, SGD(lr=0.1), 10, 24)
     b = train(flat, SGD(lr=0.1), 10, 24)
