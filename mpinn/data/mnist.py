@@ -1,4 +1,4 @@
-"""MNIST-format data from disk: IDX files (gzipped or not) or one ``.npz``.
+"""Data sets from disk: MNIST IDX files (gzipped or not), one ``.npz``, or a folder of ``.npy``.
 
 IDX is the format MNIST, Fashion-MNIST and EMNIST ship in: two zero bytes, a type code, the
 number of dimensions, big-endian uint32 sizes, then big-endian data. Damaged files are
@@ -8,12 +8,12 @@ reported with their name and what is wrong rather than as a reshape error deep i
 from __future__ import annotations
 
 import gzip
-import zipfile
 import zlib
 from pathlib import Path
 
 import numpy as np
 
+from mpinn.data.arrays import npz_members, open_npy
 from mpinn.data.datasets import Dataset
 from mpinn.errors import ConfigError
 
@@ -54,13 +54,16 @@ def load_idx(path: str | Path) -> np.ndarray:
 
 
 def _images(x: np.ndarray) -> np.ndarray:
-    """Flatten to (n, features); uint8 pixels scale to [0, 1]."""
+    """Flatten to (n, features); uint8 pixels scale to [0, 1] (in memory); float features stay
+    as they are, memory maps included (the model casts each batch)."""
     x = x.reshape(len(x), -1)
+    if x.dtype.kind == "f":
+        return x
     return x.astype(np.float32) / 255.0 if x.dtype == np.uint8 else x.astype(np.float32)
 
 
 def _labels(y: np.ndarray, source: str) -> np.ndarray:
-    y = y.reshape(-1)
+    y = np.asarray(y).reshape(-1)
     if y.dtype.kind not in "biuf" or (y.dtype.kind == "f" and not np.all(y == np.round(y))):
         raise ConfigError(f"{source}: labels must be whole numbers, got dtype {y.dtype}")
     return y.astype(np.int64)
@@ -78,29 +81,21 @@ def _idx_arrays(folder: Path) -> list[np.ndarray]:
     return found
 
 
-def _npz_arrays(path: Path) -> list[np.ndarray]:
-    expected = ", ".join(NPZ_KEYS)
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            arrays = {k: npz[k] for k in npz.files}
-    except (OSError, EOFError, ValueError, TypeError, AttributeError, zipfile.BadZipFile) as exc:
-        raise ConfigError(f"cannot read {path}: expected an .npz archive of {expected} "
-                          f"({type(exc).__name__}: {exc})") from None
-    missing = [k for k in NPZ_KEYS if k not in arrays]
-    if missing:
-        raise ConfigError(f"{path} lacks arrays {', '.join(missing)}; expected {expected} "
-                          f"(it has {', '.join(arrays) or 'none'})")
-    return [arrays[k] for k in NPZ_KEYS]
+def _npy_arrays(folder: Path) -> list[np.ndarray]:
+    return [open_npy(folder / f"{key}.npy") for key in NPZ_KEYS]
 
 
 def load_mnist(path: str | Path) -> Dataset:
-    """MNIST-format data from a folder of the four IDX files or an ``.npz`` of
-    ``x_train, y_train, x_test, y_test``: images (n, rows*cols) float32, labels int64."""
+    """Data from a folder of the four MNIST IDX files, an ``.npz`` of ``x_train, y_train,
+    x_test, y_test``, or a folder of those four ``.npy`` files: features (n, rows*cols),
+    labels int64. Float features in ``.npy`` files or an uncompressed ``.npz`` are memory-mapped
+    (see :mod:`mpinn.data.arrays`); uint8 images are scaled to float32 [0, 1] in memory."""
     path = Path(path)
     if path.is_dir():
-        arrays = _idx_arrays(path)
+        arrays = _npy_arrays(path) if (path / "x_train.npy").is_file() else _idx_arrays(path)
     elif path.is_file():
-        arrays = _npz_arrays(path)
+        values = npz_members(path, NPZ_KEYS)
+        arrays = [values[key] for key in NPZ_KEYS]
     else:
         raise ConfigError(f"no such data file or folder: {path}")
     x_train, x_test = _images(arrays[0]), _images(arrays[2])

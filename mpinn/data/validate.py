@@ -23,15 +23,32 @@ def _as_2d(x, name: str) -> np.ndarray:
     return x
 
 
+def _row_blocks(a: np.ndarray, elements: int = 1 << 20):
+    """Consecutive row blocks of about ``elements`` values: a scan of a memory-mapped array
+    never holds more than one block's temporaries."""
+    rows = max(1, elements // max(1, int(np.prod(a.shape[1:]))))
+    for start in range(0, len(a), rows):
+        yield start, np.asarray(a[start:start + rows])
+
+
+def _first_bad_row(a: np.ndarray) -> int | None:
+    for start, block in _row_blocks(a):
+        bad = ~np.isfinite(block).reshape(len(block), -1).all(axis=1)
+        if bad.any():
+            return start + int(np.argmax(bad))
+    return None
+
+
 def _check_finite(a: np.ndarray, name: str) -> None:
     if a.dtype.kind != "f":
         return
-    bad = ~np.isfinite(a)
-    if bad.any():
-        n_nan, n_inf = int(np.isnan(a).sum()), int(np.isinf(a).sum())
-        row = int(np.argmax(bad.reshape(len(a), -1).any(axis=1)))
-        raise ConfigError(f"{name} contains {n_nan} NaN and {n_inf} Inf values (first in row "
-                          f"{row}); remove or impute those rows before training")
+    row = _first_bad_row(a)
+    if row is None:
+        return
+    n_nan = sum(int(np.isnan(block).sum()) for _, block in _row_blocks(a))
+    n_inf = sum(int(np.isinf(block).sum()) for _, block in _row_blocks(a))
+    raise ConfigError(f"{name} contains {n_nan} NaN and {n_inf} Inf values (first in row "
+                      f"{row}); remove or impute those rows before training")
 
 
 def _check_labels(y: np.ndarray, n_classes: int) -> None:

@@ -6,7 +6,7 @@ Each rank trains the distributed model AND, alone on COMM_SELF, the one-rank ref
 import numpy as np
 import pytest
 
-from mpinn.data import make_classification
+from mpinn.data import load_dataset, make_classification
 from mpinn.nn import Dense, Sequential
 from mpinn.optim import SGD, Adam
 from mpinn.parallel import Communicator, DataParallel
@@ -93,3 +93,17 @@ def test_fit_is_data_parallel_by_default_under_mpiexec(comm):
     np.testing.assert_allclose(model.params, reference.params, rtol=2e-5, atol=2e-6)
     np.testing.assert_allclose(history.history["loss"], ref_history.history["loss"], rtol=1e-5)
     comm.check_identical(model.params, "parameters after fit")
+
+
+def test_memory_mapped_data_trains_like_arrays_in_memory(comm, tmp_path):
+    path = comm.bcast_obj(str(tmp_path / "data.npz"))
+    if comm.is_root:
+        np.savez(path, x_train=X, y_train=Y, x_test=X[:5], y_test=Y[:5])
+    comm.barrier()
+    data = load_dataset(path)
+    assert isinstance(data.x_train, np.memmap)
+    mapped, in_memory = make_model(Adam(lr=0.01)), make_model(Adam(lr=0.01))
+    mapped.fit(data.x_train, data.y_train, epochs=2, batch_size=16, verbose=0,
+               strategy=DataParallel(comm))
+    in_memory.fit(X, Y, epochs=2, batch_size=16, verbose=0, strategy=DataParallel(comm))
+    np.testing.assert_array_equal(mapped.params, in_memory.params)

@@ -160,6 +160,74 @@ def test_load_mnist_rejects_a_file_that_is_not_npz(tmp_path):
         load_mnist(path)
 
 
+def _write_split(tmp_path, rng, n=40, features=6):
+    arrays = {"x_train": rng.random((n, features), dtype=np.float32),
+              "y_train": rng.integers(0, 3, size=n), "x_test": rng.random((8, features)),
+              "y_test": rng.integers(0, 3, size=8)}
+    return arrays
+
+
+def test_uncompressed_npz_features_are_memory_mapped(tmp_path):
+    arrays = _write_split(tmp_path, np.random.default_rng(5))
+    np.savez(tmp_path / "plain.npz", **arrays)
+    data = load_dataset(tmp_path / "plain.npz")
+    assert isinstance(data.x_train, np.memmap) and isinstance(data.x_test, np.memmap)
+    np.testing.assert_array_equal(data.x_train, arrays["x_train"])
+    np.testing.assert_array_equal(data.x_test, arrays["x_test"])
+    np.testing.assert_array_equal(data.y_train, arrays["y_train"])
+    assert data.n_classes == 3
+
+
+def test_compressed_npz_is_read_whole_with_the_same_values(tmp_path):
+    arrays = _write_split(tmp_path, np.random.default_rng(5))
+    np.savez_compressed(tmp_path / "packed.npz", **arrays)
+    data = load_dataset(tmp_path / "packed.npz")
+    assert not isinstance(data.x_train, np.memmap)
+    np.testing.assert_array_equal(data.x_train, arrays["x_train"])
+
+
+def test_folder_of_npy_files_is_memory_mapped(tmp_path):
+    arrays = _write_split(tmp_path, np.random.default_rng(6))
+    for name, array in arrays.items():
+        np.save(tmp_path / f"{name}.npy", array)
+    data = load_dataset(tmp_path)
+    assert isinstance(data.x_train, np.memmap)
+    np.testing.assert_array_equal(data.x_test, arrays["x_test"])
+    (tmp_path / "y_test.npy").unlink()
+    with pytest.raises(ConfigError, match="y_test.npy"):
+        load_dataset(tmp_path)
+
+
+def test_truncated_npz_is_a_config_error_naming_the_file(tmp_path):
+    np.savez(tmp_path / "full.npz", **_write_split(tmp_path, np.random.default_rng(7)))
+    raw = (tmp_path / "full.npz").read_bytes()
+    (tmp_path / "cut.npz").write_bytes(raw[: len(raw) // 2])
+    with pytest.raises(ConfigError, match=r"cut\.npz"):
+        load_dataset(tmp_path / "cut.npz")
+
+
+def test_loading_and_fitting_a_memory_mapped_file_allocate_far_less_than_the_file(tmp_path):
+    import tracemalloc
+
+    from mpinn.nn import Dense, Sequential
+    from mpinn.parallel import Communicator, DataParallel
+
+    rng = np.random.default_rng(8)
+    x = rng.random((8000, 500), dtype=np.float32)  # 16 MB on disk
+    np.savez(tmp_path / "big.npz", x_train=x, y_train=rng.integers(0, 2, size=8000),
+             x_test=x[:10], y_test=np.zeros(10, int))
+    del x
+    model = Sequential([Dense(2, input_dim=500, activation="softmax")], seed=0)
+    model.compile("sgd", loss="sparse_categorical_crossentropy")
+    tracemalloc.start()
+    data = load_dataset(tmp_path / "big.npz")
+    model.fit(data.x_train, data.y_train, epochs=1, batch_size=200, verbose=0,
+              strategy=DataParallel(Communicator.local()))
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < data.x_train.nbytes / 4, peak
+
+
 # --- synthetic generators -------------------------------------------------------------------
 
 @pytest.mark.parametrize("make", [make_classification, make_regression])
