@@ -36,7 +36,9 @@ test-mpi: $(VENV)/.installed
 		timeout -k 10 $(MPI_TIMEOUT) $(MPIEXEC) -n $$n $(RANK0_ONLY) $(MPI_PYTEST) || exit 1; \
 	done
 
+# PyTorch, the optional peer in the tables: $(BIN)/pip install torch==2.13.0
 bench: $(VENV)/.installed
+	$(BIN)/pip install --quiet -e ".[plot]"
 	$(BIN)/python bench/single_process.py
 	$(BIN)/python bench/scaling.py
 

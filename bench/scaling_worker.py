@@ -22,7 +22,6 @@ from mpi4py import MPI  # noqa: E402
 from mpinn.nn import Dense, Sequential  # noqa: E402
 from mpinn.optim import SGD  # noqa: E402
 from mpinn.parallel import Communicator, DataParallel  # noqa: E402
-from mpinn.train import train_step  # noqa: E402
 
 WIDTHS = (784, 1024, 1024, 1024, 10)
 
@@ -56,9 +55,9 @@ def train(args, comm) -> dict:
     y = rng.integers(0, WIDTHS[-1], size=global_batch)
     batch = np.arange(global_batch)
     for _ in range(args.warmup):
-        train_step(model, strategy, x, y, batch)
+        strategy.train_step(model, x, y, batch)
     comm_before = strategy.comm_seconds
-    times = timed_steps(lambda: train_step(model, strategy, x, y, batch), args.steps, comm)
+    times = timed_steps(lambda: strategy.train_step(model, x, y, batch), args.steps, comm)
     comm_per_step = (strategy.comm_seconds - comm_before) / args.steps
     step = statistics.median(times)
     return {"step_s": step, "comm_s": comm_per_step, "compute_s": step - comm_per_step,

@@ -20,7 +20,6 @@ import numpy as np  # noqa: E402
 from mpinn.nn import Dense, Sequential  # noqa: E402
 from mpinn.optim import SGD, Adam  # noqa: E402
 from mpinn.parallel import Communicator, DataParallel  # noqa: E402
-from mpinn.train import train_step  # noqa: E402
 
 CASES = [  # (name, layer widths, batch, optimizer, steps per round)
     ("784-32-10", (784, 32, 10), 128, "adam", 400),
@@ -51,7 +50,7 @@ def mpinn_step(widths, batch, opt):
 
     def step():
         state["k"] = (state["k"] + 1) % 4
-        train_step(model, strategy, x, y, batches[state["k"]])
+        strategy.train_step(model, x, y, batches[state["k"]])
     return step, model.num_params
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 
 import numpy as np
 
@@ -10,7 +11,7 @@ from mpinn.config import TrainConfig
 from mpinn.data import Dataset, load_dataset
 from mpinn.nn import Dense, Sequential
 from mpinn.optim import get_optimizer
-from mpinn.parallel import Communicator, DataParallel, install_abort_hook
+from mpinn.parallel import Communicator, DataParallel, Strategy, install_abort_hook
 from mpinn.train import default_callbacks
 
 
@@ -36,6 +37,20 @@ def compile_for(model: Sequential, data: Dataset, optimizer="adam") -> None:
         model.compile(optimizer, loss="mse")
 
 
+def data_parallel(config: TrainConfig, comm: Communicator) -> Strategy:
+    return DataParallel(comm, bucket_mb=config.bucket_mb)
+
+
+STRATEGY_BUILDERS: dict[str, Callable[[TrainConfig, Communicator], Strategy]] = {
+    "data": data_parallel,
+}
+
+
+def make_strategy(config: TrainConfig, comm: Communicator) -> Strategy:
+    """The strategy that ``config.strategy`` names, over ``comm``."""
+    return STRATEGY_BUILDERS[config.strategy](config, comm)
+
+
 def _world() -> Communicator:
     comm = Communicator.world()
     if comm.size > 1:
@@ -54,7 +69,7 @@ def train(config: TrainConfig) -> int:
     data = load_dataset(config.dataset, seed=config.seed)
     model = build_model(config, data)
     comm = _world()
-    strategy = DataParallel(comm, bucket_mb=config.bucket_mb)
+    strategy = make_strategy(config, comm)
     if comm.is_root:
         print(f"mpinn: {data.name}, {len(data.x_train)} training samples, model "
               f"{model.input_dim}-{'-'.join(map(str, config.hidden))}-{model.output_dim} "

@@ -3,6 +3,7 @@
 from mpinn.parallel.comm import Communicator
 from mpinn.parallel.data_parallel import DataParallel, plan_buckets
 from mpinn.parallel.failures import install_abort_hook
+from mpinn.parallel.strategy import Strategy
 
 
 def default_strategy() -> DataParallel:
@@ -13,4 +14,5 @@ def default_strategy() -> DataParallel:
     return DataParallel(comm)
 
 
-__all__ = ["Communicator", "DataParallel", "default_strategy", "install_abort_hook", "plan_buckets"]
+__all__ = ["Communicator", "DataParallel", "default_strategy", "install_abort_hook", "plan_buckets",
+           "Strategy"]

@@ -16,6 +16,8 @@ from mpi4py import MPI
 from mpinn.data.samplers import shard_range
 from mpinn.errors import ConfigError
 from mpinn.parallel.comm import Communicator, waitall
+from mpinn.parallel.strategy import Strategy
+from mpinn.train.step import accumulate_gradients, evaluate_rows
 
 
 def plan_buckets(layer_offsets: list[int], param_layers: list[int], total: int,
@@ -31,7 +33,7 @@ def plan_buckets(layer_offsets: list[int], param_layers: list[int], total: int,
     return buckets
 
 
-class DataParallel:
+class DataParallel(Strategy):
     """The synchronous data-parallel strategy over ``comm``."""
 
     def __init__(self, comm: Communicator, bucket_mb: float = 4.0, overlap: bool = True) -> None:
@@ -54,6 +56,35 @@ class DataParallel:
     def local_range(self, n_global: int) -> tuple[int, int]:
         """This rank's contiguous part of a global batch of ``n_global`` samples."""
         return shard_range(n_global, self.comm.rank, self.comm.size)
+
+    def train_step(self, model, x: np.ndarray, y: np.ndarray, batch: np.ndarray,
+                   accumulation_steps: int = 1) -> np.ndarray:
+        lo, hi = self.local_range(len(batch))
+        rows = batch[lo:hi]
+        model.zero_grad()
+        self.begin_step()
+        tally = accumulate_gradients(model, x[rows], y[rows], len(batch), accumulation_steps,
+                                     self.on_grads_ready)
+        self.finish_gradients()
+        self.apply_update(model)
+        return tally
+
+    def apply_update(self, model) -> None:
+        """The optimizer step once gradients are reduced (a sharded optimizer overrides it)."""
+        model.optimizer.step(model.params, model.grads)
+
+    def evaluate_tally(self, model, x: np.ndarray, y: np.ndarray, batch_size: int) -> np.ndarray:
+        return evaluate_rows(model, x, y, *self.local_range(len(x)), batch_size)
+
+    def full_state(self, model):
+        """Every rank holds the whole model: rank 0 hands out its own."""
+        if not self.comm.is_root:
+            return None
+        return model.params.copy(), model.optimizer.state_dict()
+
+    def load_full_state(self, model, params, optimizer_state) -> None:
+        model.params[...] = params
+        model.optimizer.load_state_dict(optimizer_state)
 
     def begin_step(self) -> None:
         self._requests: list[MPI.Request] = []
@@ -83,7 +114,3 @@ class DataParallel:
         else:
             self.comm.Allreduce(self._grads)
         self.comm_seconds += time.perf_counter() - start
-
-    def reduce_sum(self, values: np.ndarray) -> np.ndarray:
-        """Sum small per-rank tallies (loss sums, correct counts, sample counts) over ranks."""
-        return self.comm.Allreduce(np.array(values, dtype=np.float64))

@@ -13,12 +13,12 @@ from typing import Any
 
 import numpy as np
 
-from mpinn.data.samplers import global_batches, make_sampler, num_batches, shard_range
+from mpinn.data.samplers import global_batches, make_sampler, num_batches
 from mpinn.data.validate import check_xy
 from mpinn.errors import ConfigError, require_positive
 from mpinn.nn.losses import CrossEntropyLoss
 from mpinn.train.callbacks import Callback, default_callbacks
-from mpinn.train.metrics import count_correct, summarize
+from mpinn.train.metrics import summarize
 
 
 @dataclass
@@ -58,7 +58,7 @@ def fit(model, x: np.ndarray, y: np.ndarray, *, epochs: int = 1, batch_size: int
         tally, window, window_start = np.zeros(3), np.zeros(3), time.perf_counter()
         comm_start = strategy.comm_seconds
         for batch in global_batches(sampler.epoch_order(epoch), batch_size, drop_last):
-            part = train_step(model, strategy, x, y, batch, accumulation_steps)
+            part = strategy.train_step(model, x, y, batch, accumulation_steps)
             tally += part
             window += part
             step += 1
@@ -71,34 +71,10 @@ def fit(model, x: np.ndarray, y: np.ndarray, *, epochs: int = 1, batch_size: int
         history.record(epoch, values)
         for callback in callbacks:
             callback.on_epoch_end(epoch, {"step": step, **values})
+    strategy.finish(model)
     for callback in callbacks:
         callback.on_train_end()
     return history
-
-
-def train_step(model, strategy, x: np.ndarray, y: np.ndarray, batch: np.ndarray,
-               accumulation_steps: int = 1) -> np.ndarray:
-    """One optimizer step on a global batch; returns this rank's [loss_sum, correct, count]."""
-    head, n_global = model.head, len(batch)
-    lo, hi = strategy.local_range(n_global)
-    xb, yb = x[batch[lo:hi]], y[batch[lo:hi]]
-    tally = np.zeros(3)
-    model.zero_grad()
-    strategy.begin_step()
-    chunks = [shard_range(hi - lo, k, accumulation_steps) for k in range(accumulation_steps)]
-    for k, (a, b) in enumerate(chunks):
-        if b == a:
-            continue
-        out = model.forward(xb[a:b], training=True, stop=head.stop)
-        tally += (head.loss.forward(out, yb[a:b]) * (b - a),
-                  count_correct(out, yb[a:b], head.threshold), b - a)
-        dout = head.loss.backward()
-        dout *= (b - a) / n_global
-        hook = strategy.on_grads_ready if k == len(chunks) - 1 else None
-        model.backward(dout, need_input_grad=False, on_grads_ready=hook)
-    strategy.finish_gradients()
-    model.optimizer.step(model.params, model.grads)
-    return tally
 
 
 def evaluate(model, x: np.ndarray, y: np.ndarray, batch_size: int = 1024,
@@ -107,25 +83,14 @@ def evaluate(model, x: np.ndarray, y: np.ndarray, batch_size: int = 1024,
     _require_compiled(model)
     x, y = _checked_xy(model, x, y)
     strategy = strategy or _default_strategy()
-    loss, accuracy = summarize(strategy.reduce_sum(_evaluate_tally(model, strategy, x, y, batch_size)))
+    loss, accuracy = summarize(strategy.reduce_sum(strategy.evaluate_tally(model, x, y, batch_size)))
     return (loss, accuracy) if model.metrics else loss
-
-
-def _evaluate_tally(model, strategy, x, y, batch_size: int) -> np.ndarray:
-    lo, hi = strategy.local_range(len(x))
-    tally = np.zeros(3)
-    for start in range(lo, hi, batch_size):
-        stop = min(start + batch_size, hi)
-        out = model.forward(x[start:stop], training=False, stop=model.head.stop)
-        tally += (model.head.loss.forward(out, y[start:stop]) * (stop - start),
-                  count_correct(out, y[start:stop], model.head.threshold), stop - start)
-    return tally
 
 
 def _epoch_values(model, strategy, tally, validation_data, batch_size) -> dict[str, float]:
     tallies = [tally]
     if validation_data is not None:
-        tallies.append(_evaluate_tally(model, strategy, *validation_data, max(batch_size, 1024)))
+        tallies.append(strategy.evaluate_tally(model, *validation_data, max(batch_size, 1024)))
     reduced = strategy.reduce_sum(np.concatenate(tallies)).reshape(-1, 3)
     values = {}
     for prefix, part in zip(("", "val_"), reduced):

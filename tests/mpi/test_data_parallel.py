@@ -10,7 +10,7 @@ from mpinn.data import load_dataset, make_classification
 from mpinn.nn import Dense, Sequential
 from mpinn.optim import SGD, Adam
 from mpinn.parallel import Communicator, DataParallel
-from mpinn.train import evaluate, train_step
+from mpinn.train import evaluate
 from mpinn.data.samplers import global_batches, make_sampler
 
 pytestmark = pytest.mark.mpi
@@ -31,7 +31,7 @@ def train(strategy, optimizer, steps, batch_size, check=None, accumulation_steps
     sampler, done = make_sampler("random", len(X), seed=model.seed), 0
     for epoch in range(10**6):
         for batch in global_batches(sampler.epoch_order(epoch), batch_size):
-            train_step(model, strategy, X, Y, batch, accumulation_steps)
+            strategy.train_step(model, X, Y, batch, accumulation_steps)
             if check:
                 check(model)
             done += 1
@@ -75,9 +75,7 @@ def test_distributed_evaluation_counts_every_sample_once(comm):
     model = make_model("adam")
     strategy = DataParallel(comm)
     strategy.setup(model)
-    from mpinn.train.loop import _evaluate_tally
-
-    tally = strategy.reduce_sum(_evaluate_tally(model, strategy, X, Y, batch_size=7))
+    tally = strategy.reduce_sum(strategy.evaluate_tally(model, X, Y, batch_size=7))
     assert tally[2] == len(X)
     loss, accuracy = evaluate(model, X, Y, batch_size=7, strategy=strategy)
     ref_loss, ref_accuracy = evaluate(model, X, Y, strategy=DataParallel(Communicator.local()))
