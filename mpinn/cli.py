@@ -12,7 +12,7 @@ import sys
 from typing import Any
 
 from mpinn.config import TrainConfig, known_keys, load_toml, make_config
-from mpinn.errors import ConfigError
+from mpinn.errors import ConfigError, Preempted
 
 FLAG_HELP = {
     "dataset": "digits (default), synthetic, regression, xor, or a path to an .npz / IDX folder",
@@ -26,6 +26,11 @@ FLAG_HELP = {
     "metrics": "JSON-lines metrics file written by rank 0",
     "save": "write the trained model (.npz) here",
     "verbose_ranks": "every rank prints its progress, not only rank 0",
+    "checkpoint_dir": "rank 0 writes checkpoints here (atomically; SIGTERM/SIGUSR1 save and exit 75)",
+    "checkpoint_every": "also checkpoint every N steps (default 0: at epoch ends only)",
+    "keep_checkpoints": "keep the N newest checkpoints (default 3)",
+    "resume": "auto: continue from the newest valid checkpoint in --checkpoint-dir; never (default)",
+    "watchdog": "abort the job when one communication call waits longer than this many seconds",
 }
 
 
@@ -80,6 +85,10 @@ def main(argv: list[str] | None = None) -> int:
         if _rank() == 0:
             print(f"mpinn: error: {exc}", file=sys.stderr, flush=True)
         return 2
+    except Preempted as exc:
+        if _rank() == 0:
+            print(f"mpinn: {exc}", file=sys.stderr, flush=True)
+        return Preempted.EXIT_CODE
     except Exception as exc:
         from mpinn.parallel import Communicator
         from mpinn.parallel.failures import report_and_abort

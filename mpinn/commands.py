@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from collections.abc import Callable
 
 import numpy as np
@@ -13,6 +14,7 @@ from mpinn.nn import Dense, Sequential
 from mpinn.optim import get_optimizer
 from mpinn.parallel import Communicator, DataParallel, Strategy, install_abort_hook
 from mpinn.train import default_callbacks
+from mpinn.train.checkpointing import Checkpointing
 
 
 def build_model(config: TrainConfig, data: Dataset) -> Sequential:
@@ -51,8 +53,8 @@ def make_strategy(config: TrainConfig, comm: Communicator) -> Strategy:
     return STRATEGY_BUILDERS[config.strategy](config, comm)
 
 
-def _world() -> Communicator:
-    comm = Communicator.world()
+def _world(watchdog_seconds: float | None = None) -> Communicator:
+    comm = Communicator.world(watchdog_seconds)
     if comm.size > 1:
         install_abort_hook(comm)
     return comm
@@ -68,7 +70,7 @@ def _report(comm: Communicator, label: str, result) -> None:
 def train(config: TrainConfig) -> int:
     data = load_dataset(config.dataset, seed=config.seed)
     model = build_model(config, data)
-    comm = _world()
+    comm = _world(config.watchdog)
     strategy = make_strategy(config, comm)
     if comm.is_root:
         print(f"mpinn: {data.name}, {len(data.x_train)} training samples, model "
@@ -79,12 +81,21 @@ def train(config: TrainConfig) -> int:
     model.fit(data.x_train, data.y_train, epochs=config.epochs, batch_size=config.batch_size,
               validation_data=(data.x_test, data.y_test), shuffle=config.sampler == "random",
               drop_last=config.drop_last, accumulation_steps=config.accumulation_steps,
-              strategy=strategy, callbacks=callbacks)
+              strategy=strategy, callbacks=callbacks, checkpoint=checkpointing(config))
     _report(comm, "test", model.evaluate(data.x_test, data.y_test, strategy=strategy))
     if config.save and comm.is_root:
         model.save(config.save)
         print(f"model written to {config.save}", flush=True)
     return 0
+
+
+def checkpointing(config: TrainConfig) -> Checkpointing | None:
+    """The checkpoint policy of the config (None without a checkpoint directory)."""
+    if not config.checkpoint_dir:
+        return None
+    return Checkpointing(config.checkpoint_dir, every=config.checkpoint_every,
+                         keep=config.keep_checkpoints, resume=config.resume == "auto",
+                         run_config=dataclasses.asdict(config))
 
 
 def _load(args: argparse.Namespace) -> tuple[Sequential, Dataset]:

@@ -19,6 +19,7 @@ else:
 
 STRATEGIES = ("data",)
 SAMPLERS = ("random", "contiguous")
+RESUME_CHOICES = ("never", "auto")
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,11 @@ class TrainConfig:
     metrics: Optional[str] = None
     save: Optional[str] = None
     verbose_ranks: bool = False
+    checkpoint_dir: Optional[str] = None
+    checkpoint_every: int = 0
+    keep_checkpoints: int = 3
+    resume: str = "never"
+    watchdog: Optional[float] = None
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "accumulation_steps", "threads"):
@@ -57,6 +63,18 @@ class TrainConfig:
             raise ConfigError(f"unknown strategy {self.strategy!r}; choose one of: {', '.join(STRATEGIES)}")
         if self.sampler not in SAMPLERS:
             raise ConfigError(f"unknown sampler {self.sampler!r}; choose one of: {', '.join(SAMPLERS)}")
+        self._check_checkpointing()
+
+    def _check_checkpointing(self) -> None:
+        if self.resume not in RESUME_CHOICES:
+            raise ConfigError(f"unknown resume {self.resume!r}; choose one of: {', '.join(RESUME_CHOICES)}")
+        if self.resume == "auto" and not self.checkpoint_dir:
+            raise ConfigError("resume auto needs a checkpoint directory: add --checkpoint-dir DIR")
+        if self.checkpoint_every < 0 or self.keep_checkpoints < 1:
+            raise ConfigError("checkpoint_every must be >= 0 (0: at epoch ends only) and "
+                              "keep_checkpoints >= 1")
+        if self.watchdog is not None and not self.watchdog > 0:
+            raise ConfigError(f"watchdog must be a positive number of seconds, got {self.watchdog}")
 
     def optimizer_options(self) -> dict[str, float]:
         names = ("lr", "momentum", "weight_decay")

@@ -23,3 +23,11 @@ def require_positive(name: str, value: float) -> None:
     """Raise ConfigError unless ``value`` is a number > 0."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
         raise ConfigError(f"{name} must be a positive number, got {value!r}")
+
+
+class Preempted(Exception):
+    """Training stopped on a scheduler's signal (SIGTERM, SIGUSR1) after every rank agreed and a
+    checkpoint was written; run again with resume to continue. The CLI exits with
+    ``EXIT_CODE`` (EX_TEMPFAIL), which a batch script can test to requeue the job."""
+
+    EXIT_CODE = 75

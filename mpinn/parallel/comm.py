@@ -2,11 +2,28 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import numpy as np
 from mpi4py import MPI
+
+from mpinn.parallel.watchdog import Watchdog
+
+Method = TypeVar("Method", bound=Callable[..., Any])
+
+
+def watched(method: Method) -> Method:
+    """Run a blocking communicator method under the communicator's watchdog, if it has one."""
+    @functools.wraps(method)
+    def wrapper(self: "Communicator", *args: Any, **kwargs: Any) -> Any:
+        if self.watchdog is None:
+            return method(self, *args, **kwargs)
+        with self.watchdog.watch(method.__name__):
+            return method(self, *args, **kwargs)
+    return wrapper  # type: ignore[return-value]
 
 
 class Communicator:
@@ -16,15 +33,25 @@ class Communicator:
     the lower-case ``*_obj`` twins move small Python objects.
     """
 
-    def __init__(self, mpi_comm: MPI.Comm) -> None:
+    def __init__(self, mpi_comm: MPI.Comm, watchdog: Watchdog | None = None) -> None:
         self.mpi = mpi_comm
         self.rank = mpi_comm.Get_rank()
         self.size = mpi_comm.Get_size()
         self.is_root = self.rank == 0
+        self.watchdog = watchdog
 
     @classmethod
-    def world(cls) -> "Communicator":
-        return cls(MPI.COMM_WORLD)
+    def world(cls, watchdog_seconds: float | None = None) -> "Communicator":
+        """COMM_WORLD; with ``watchdog_seconds``, a blocking call stuck that long aborts the job."""
+        rank = MPI.COMM_WORLD.Get_rank()
+        watchdog = (Watchdog(watchdog_seconds, rank, lambda: MPI.COMM_WORLD.Abort(1))
+                    if watchdog_seconds else None)
+        return cls(MPI.COMM_WORLD, watchdog)
+
+    def note_step(self, step: int) -> None:
+        """Tell the watchdog (if any) which step is running, for its report."""
+        if self.watchdog is not None:
+            self.watchdog.step = step
 
     @classmethod
     def local(cls) -> "Communicator":
@@ -33,8 +60,9 @@ class Communicator:
 
     def split(self, color: int, key: int | None = None) -> "Communicator":
         """Sub-communicator of the ranks that pass the same ``color``, ordered by ``key``."""
-        return Communicator(self.mpi.Split(color, self.rank if key is None else key))
+        return Communicator(self.mpi.Split(color, self.rank if key is None else key), self.watchdog)
 
+    @watched
     def Allreduce(self, buf: np.ndarray, op: MPI.Op = MPI.SUM) -> np.ndarray:
         """Reduce ``buf`` over all ranks, in place; returns ``buf``."""
         if self.size > 1:
@@ -45,22 +73,44 @@ class Communicator:
         """Start an in-place non-blocking reduction of ``buf``; wait on the returned request."""
         return self.mpi.Iallreduce(MPI.IN_PLACE, buf, op=op)
 
+    def Isend(self, buf: np.ndarray, dest: int, tag: int) -> MPI.Request:
+        """Start sending ``buf`` to rank ``dest``; keep ``buf`` alive until the request completes."""
+        return self.mpi.Isend(buf, dest=dest, tag=tag)
+
+    def Irecv(self, buf: np.ndarray, source: int, tag: int) -> MPI.Request:
+        """Start receiving into ``buf`` from rank ``source``; wait on the returned request."""
+        return self.mpi.Irecv(buf, source=source, tag=tag)
+
+    def gather_obj(self, obj: Any, root: int = 0) -> list[Any] | None:
+        """Every rank's ``obj``, as a list on ``root``; None elsewhere."""
+        return self.mpi.gather(obj, root=root) if self.size > 1 else [obj]
+
+    @watched
     def Bcast(self, buf: np.ndarray, root: int = 0) -> np.ndarray:
         if self.size > 1:
             self.mpi.Bcast(buf, root=root)
         return buf
 
+    @watched
     def bcast_obj(self, obj: Any, root: int = 0) -> Any:
         return self.mpi.bcast(obj, root=root) if self.size > 1 else obj
 
+    @watched
     def allgather_obj(self, obj: Any) -> list[Any]:
         return self.mpi.allgather(obj) if self.size > 1 else [obj]
 
+    @watched
     def allreduce_obj(self, obj: Any, op: MPI.Op = MPI.SUM) -> Any:
         return self.mpi.allreduce(obj, op=op) if self.size > 1 else obj
 
+    @watched
     def barrier(self) -> None:
         self.mpi.Barrier()
+
+    @watched
+    def Waitall(self, requests: list[MPI.Request]) -> None:
+        """Complete every request in the list (non-blocking calls started on this communicator)."""
+        MPI.Request.Waitall(requests)
 
     def abort(self, code: int = 1) -> None:
         self.mpi.Abort(code)
@@ -73,7 +123,3 @@ class Communicator:
         if differing:
             raise RuntimeError(f"{what} differ between ranks: ranks {differing} disagree with rank 0")
 
-
-def waitall(requests: list[MPI.Request]) -> None:
-    """Complete every request in the list."""
-    MPI.Request.Waitall(requests)

@@ -15,7 +15,7 @@ from mpi4py import MPI
 
 from mpinn.data.samplers import shard_range
 from mpinn.errors import ConfigError
-from mpinn.parallel.comm import Communicator, waitall
+from mpinn.parallel.comm import Communicator
 from mpinn.parallel.strategy import Strategy
 from mpinn.train.step import accumulate_gradients, evaluate_rows
 
@@ -110,7 +110,7 @@ class DataParallel(Strategy):
         start = time.perf_counter()
         if self.overlap:
             self._start_buckets(0)
-            waitall(self._requests)
+            self.comm.Waitall(self._requests)
         else:
             self.comm.Allreduce(self._grads)
         self.comm_seconds += time.perf_counter() - start

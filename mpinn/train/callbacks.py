@@ -12,8 +12,8 @@ from typing import Any, TextIO
 class Callback:
     """Hooks called by the training loop on every rank; each callback decides who acts."""
 
-    def on_train_begin(self, epochs: int, steps_per_epoch: int) -> None:
-        """Training is about to start."""
+    def on_train_begin(self, epochs: int, steps_per_epoch: int, start_step: int = 0) -> None:
+        """Training is about to start (at ``start_step`` > 0 when resumed from a checkpoint)."""
 
     def on_step_end(self, record: dict[str, Any]) -> None:
         """A logging window of steps ended; ``record`` holds metrics reduced over ranks."""
@@ -38,7 +38,7 @@ class ProgressLogger(Callback):
         self.stream = stream or sys.stdout
         self.bar = None
 
-    def on_train_begin(self, epochs: int, steps_per_epoch: int) -> None:
+    def on_train_begin(self, epochs: int, steps_per_epoch: int, start_step: int = 0) -> None:
         self.epochs, self.steps_per_epoch = epochs, steps_per_epoch
         self.use_bar = self.active and not self.prefix and self.stream.isatty() and _has_tqdm()
         self.epoch_start = time.perf_counter()
@@ -82,10 +82,12 @@ class MetricsLog(Callback):
         self.path = Path(path)
         self.active = rank == 0
 
-    def on_train_begin(self, epochs: int, steps_per_epoch: int) -> None:
+    def on_train_begin(self, epochs: int, steps_per_epoch: int, start_step: int = 0) -> None:
+        """A fresh run starts an empty log; a resumed one appends to it."""
         if self.active:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.path.write_text("")
+            if start_step == 0:
+                self.path.write_text("")
 
     def _write(self, record: dict[str, Any]) -> None:
         if self.active:

@@ -18,6 +18,8 @@ from mpinn.data.validate import check_xy
 from mpinn.errors import ConfigError, require_positive
 from mpinn.nn.losses import CrossEntropyLoss
 from mpinn.train.callbacks import Callback, default_callbacks
+from mpinn.train.checkpoint import Progress
+from mpinn.train.checkpointing import Checkpointing
 from mpinn.train.metrics import summarize
 
 
@@ -38,11 +40,12 @@ def fit(model, x: np.ndarray, y: np.ndarray, *, epochs: int = 1, batch_size: int
         validation_data: tuple[np.ndarray, np.ndarray] | None = None,
         validation_split: float = 0.0, shuffle: bool = True, drop_last: bool = False,
         accumulation_steps: int = 1, strategy: Any = None, callbacks: list[Callback] | None = None,
-        verbose: int = 1, log_every: int = 10) -> History:
+        verbose: int = 1, log_every: int = 10, checkpoint: Checkpointing | None = None) -> History:
     """Train ``model`` (compiled) on (x, y); ``batch_size`` is the GLOBAL batch.
 
     Every rank passes the same x and y; each takes its contiguous part of every global
-    batch, so the result equals one rank's for the same seed and batch size.
+    batch, so the result equals one rank's for the same seed and batch size. ``epochs`` is
+    the total: with ``checkpoint`` resuming at epoch e, batch b, training goes on from there.
     """
     x, y, validation_data = _checked_inputs(model, x, y, epochs, batch_size, validation_data,
                                             validation_split, accumulation_steps)
@@ -50,31 +53,63 @@ def fit(model, x: np.ndarray, y: np.ndarray, *, epochs: int = 1, batch_size: int
     strategy.setup(model)
     callbacks = default_callbacks(strategy.comm, verbose) if callbacks is None else callbacks
     sampler = make_sampler("random" if shuffle else "contiguous", len(x), model.seed)
-    steps_per_epoch = num_batches(len(x), batch_size, drop_last)
-    history, step = History(), 0
+    progress = checkpoint.start(model, strategy) if checkpoint else Progress()
+    history, window = History(), _Window(strategy, log_every)
     for callback in callbacks:
-        callback.on_train_begin(epochs, steps_per_epoch)
-    for epoch in range(epochs):
-        tally, window, window_start = np.zeros(3), np.zeros(3), time.perf_counter()
-        comm_start = strategy.comm_seconds
-        for batch in global_batches(sampler.epoch_order(epoch), batch_size, drop_last):
-            part = strategy.train_step(model, x, y, batch, accumulation_steps)
-            tally += part
-            window += part
-            step += 1
-            if step % log_every == 0:
-                record = _step_record(strategy, window, step, epoch, window_start, comm_start)
-                for callback in callbacks:
-                    callback.on_step_end(record)
-                window, window_start, comm_start = np.zeros(3), time.perf_counter(), strategy.comm_seconds
-        values = _epoch_values(model, strategy, tally, validation_data, batch_size)
-        history.record(epoch, values)
-        for callback in callbacks:
-            callback.on_epoch_end(epoch, {"step": step, **values})
+        callback.on_train_begin(epochs, num_batches(len(x), batch_size, drop_last), progress.step)
+    try:
+        while progress.epoch < epochs:
+            batches = list(global_batches(sampler.epoch_order(progress.epoch), batch_size, drop_last))
+            for batch in batches[progress.batch:]:
+                strategy.comm.note_step(progress.step + 1)
+                part = strategy.train_step(model, x, y, batch, accumulation_steps)
+                progress.epoch_tally += part
+                progress.batch += 1
+                progress.step += 1
+                window.add(part, progress, callbacks)
+                if checkpoint:
+                    checkpoint.after_step(model, strategy, progress)
+            _end_epoch(model, strategy, progress, validation_data, batch_size, history, callbacks)
+            if checkpoint:
+                checkpoint.save(model, strategy, progress)
+    finally:
+        if checkpoint:
+            checkpoint.stop()
     strategy.finish(model)
     for callback in callbacks:
         callback.on_train_end()
     return history
+
+
+def _end_epoch(model, strategy, progress: Progress, validation_data, batch_size: int,
+               history: History, callbacks: list[Callback]) -> None:
+    """Reduce and report the epoch's metrics, then move ``progress`` to the next epoch."""
+    values = _epoch_values(model, strategy, progress.epoch_tally, validation_data, batch_size)
+    history.record(progress.epoch, values)
+    for callback in callbacks:
+        callback.on_epoch_end(progress.epoch, {"step": progress.step, **values})
+    progress.epoch, progress.batch, progress.epoch_tally = progress.epoch + 1, 0, np.zeros(3)
+
+
+class _Window:
+    """The steps since the last log record: their tally, wall time and communication time."""
+
+    def __init__(self, strategy, log_every: int) -> None:
+        self.strategy, self.log_every = strategy, log_every
+        self._reset()
+
+    def _reset(self) -> None:
+        self.tally, self.start, self.comm_start = np.zeros(3), time.perf_counter(), self.strategy.comm_seconds
+
+    def add(self, part: np.ndarray, progress: Progress, callbacks: list[Callback]) -> None:
+        self.tally += part
+        if progress.step % self.log_every:
+            return
+        record = _step_record(self.strategy, self.tally, progress.step, progress.epoch,
+                              self.start, self.comm_start)
+        for callback in callbacks:
+            callback.on_step_end(record)
+        self._reset()
 
 
 def evaluate(model, x: np.ndarray, y: np.ndarray, batch_size: int = 1024,
