@@ -7,6 +7,7 @@ only when no other layer still needs that array), which saves an allocation per 
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import numpy as np
@@ -40,6 +41,11 @@ class Layer:
 
     def reset_rng(self, seed: list[int]) -> None:
         """Seed the layer's own randomness (if any) from the model's seed and its position."""
+
+    def shared_clone(self) -> "Layer":
+        """A copy over the same parameter and gradient views with its own forward cache; its
+        backward always accumulates (see ``Sequential.shared_copy``)."""
+        return copy.copy(self)
 
     def forward(self, x: np.ndarray, training: bool = True, inplace: bool = False) -> np.ndarray:
         return x
@@ -100,6 +106,11 @@ class Dense(Layer):
 
     def mark_grads_zero(self) -> None:
         self._grads_zero = True
+
+    def shared_clone(self) -> "Dense":
+        clone = copy.copy(self)
+        clone._grads_zero = False
+        return clone
 
     def forward(self, x: np.ndarray, training: bool = True, inplace: bool = False) -> np.ndarray:
         self._x = x

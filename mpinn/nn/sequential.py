@@ -7,6 +7,7 @@ shard or a checkpoint handles the whole model as one array. The Keras-shaped fro
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 from collections.abc import Callable, Iterable
@@ -137,6 +138,14 @@ class Sequential:
         """All gradients, same layout as ``params``; backward accumulates into it."""
         self._require_built()
         return self._grads
+
+    def shared_copy(self) -> "Sequential":
+        """Another model over the SAME ``params`` and ``grads`` whose layers keep their own forward
+        caches, so several micro-batches can be in flight between forward and backward (pipeline
+        schedules). Its backward always accumulates: clear the buffer with ``zero_grad`` here."""
+        twin = copy.copy(self)
+        twin.layers = [layer.shared_clone() for layer in self.layers]
+        return twin
 
     def _require_built(self) -> None:
         if self._params is None:

@@ -3,7 +3,10 @@
 from mpinn.parallel.comm import Communicator
 from mpinn.parallel.data_parallel import DataParallel, plan_buckets
 from mpinn.parallel.failures import install_abort_hook
+from mpinn.parallel.local_model import tensor_parallel
+from mpinn.parallel.model_parallel import ModelParallel
 from mpinn.parallel.strategy import Strategy
+from mpinn.parallel.tensor import ColumnParallelDense, RowParallelDense
 
 
 def default_strategy() -> DataParallel:
@@ -15,4 +18,4 @@ def default_strategy() -> DataParallel:
 
 
 __all__ = ["Communicator", "DataParallel", "default_strategy", "install_abort_hook", "plan_buckets",
-           "Strategy"]
+           "Strategy", "ColumnParallelDense", "ModelParallel", "RowParallelDense", "tensor_parallel"]

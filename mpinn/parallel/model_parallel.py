@@ -1,0 +1,182 @@
+"""Model parallelism on a data x pipeline x tensor process grid: one strategy for all three.
+
+Each rank builds its own part of the model (its pipeline stage, with Dense pairs cut over its
+tensor group) as a Sequential over its own flat buffers, with its own optimizer. A step:
+this data replica's rows of the global batch run as micro-batches through the stages by the
+chosen schedule (point-to-point messages in the pipeline group, Allreduces inside the
+tensor-parallel layers); the stage's gradients are then reduced over its data-parallel
+group by an unchanged :class:`DataParallel`; the optimizer steps the local buffer.
+
+Pure pipeline is the grid 1 x N x 1, pure tensor parallelism 1 x 1 x N; every check of the
+input runs on every rank before the first message.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from mpinn.data.samplers import shard_range
+from mpinn.errors import ConfigError, require_positive, unknown_name
+from mpinn.parallel.comm import Communicator
+from mpinn.parallel.data_parallel import DataParallel
+from mpinn.parallel.local_model import build_local_model, describe, measure_block_costs
+from mpinn.parallel.pipeline import PipelineRunner
+from mpinn.parallel.strategy import Strategy
+from mpinn.parallel.tensor import tensor_comm_seconds
+from mpinn.layout import GridShape, inference, make_schedule, plan_local_model, stage_actions
+from mpinn.layout.schedule import SCHEDULES
+from mpinn.layout.stages import block_starts
+
+BALANCES = ("params", "time")
+
+
+class ModelParallel(Strategy):
+    """Data x pipeline x tensor parallelism over ``comm`` (whose size must be the grid's)."""
+
+    def __init__(self, comm: Communicator, grid: GridShape, micro_batches: int = 1,
+                 schedule: str = "1f1b", boundaries: tuple[int, ...] = (), balance: str = "params",
+                 bucket_mb: float = 4.0) -> None:
+        grid.check_world(comm.size)
+        require_positive("micro_batches", micro_batches)
+        if schedule not in SCHEDULES:
+            raise unknown_name("pipeline schedule", schedule, SCHEDULES)
+        if balance not in BALANCES:
+            raise unknown_name("stage balance", balance, BALANCES)
+        self.comm, self.grid = comm, grid
+        self.micro_batches, self.schedule, self.balance = int(micro_batches), schedule, balance
+        self.boundaries, self.bucket_mb = tuple(boundaries), bucket_mb
+        self.data_rank, self.stage, self.tensor_rank = grid.coordinates(comm.rank)
+        self._groups: tuple[Communicator, Communicator, Communicator] | None = None
+        self._schedules: dict[tuple[bool, int], list] = {}
+
+    # ---- set-up ----------------------------------------------------------------------
+    def setup(self, model) -> None:
+        """Check the model fits the grid (every rank, no messages), then build this rank's part
+        from rank 0's parameters and optimizer state."""
+        model.build()
+        types, counts, widths = describe(model)
+        plan = self._plan(types, counts, widths, costs=None)
+        data_comm, pipeline_comm, tensor_comm = self._communicators()
+        self.comm.Bcast(model.params)
+        if self.balance == "time" and not self.boundaries:
+            costs = self.comm.bcast_obj(measure_block_costs(model, block_starts(counts))
+                                        if self.comm.is_root else None)
+            plan = self._plan(types, counts, widths, costs)
+        self.part = build_local_model(model, plan, tensor_comm)
+        self.optimizer = type(model.optimizer)(**model.optimizer.hyperparameters())
+        if model.optimizer.state:
+            self.optimizer.load_state_dict(self._localised(model.optimizer.state_dict()))
+        self.data_parallel = DataParallel(data_comm, bucket_mb=self.bucket_mb)
+        self.data_parallel.setup(self.part.model)
+        self.runner = PipelineRunner(self.part.model, pipeline_comm, self.part.in_width,
+                                     self.part.out_width)
+
+    def _plan(self, types, counts, widths, costs):
+        return plan_local_model(types, counts, widths, self.grid.pipeline, self.stage, self.grid.tensor,
+                                self.tensor_rank, self.boundaries, costs)
+
+    def _communicators(self) -> tuple[Communicator, Communicator, Communicator]:
+        """(data, pipeline, tensor) groups through this rank, split once from ``comm``."""
+        if self._groups is None:
+            d, p, t = self.data_rank, self.stage, self.tensor_rank
+            grid = self.grid
+            self._groups = (self.comm.split(p * grid.tensor + t, key=d),
+                            self.comm.split(grid.size + d * grid.tensor + t, key=p),
+                            self.comm.split(2 * grid.size + d * grid.pipeline + p, key=t))
+        return self._groups
+
+    @property
+    def comm_seconds(self) -> float:
+        """Seconds waiting on messages: gradient reduction, pipeline receives, tensor Allreduces."""
+        if not hasattr(self, "runner"):
+            return 0.0
+        return (self.data_parallel.comm_seconds + self.runner.wait_seconds
+                + tensor_comm_seconds(self.part.model))
+
+    # ---- steps -----------------------------------------------------------------------
+    def train_step(self, model, x: np.ndarray, y: np.ndarray, batch: np.ndarray,
+                   accumulation_steps: int = 1) -> np.ndarray:
+        """Micro-batches = ``micro_batches`` x ``accumulation_steps`` per data replica's rows."""
+        rows = batch[slice(*shard_range(len(batch), self.data_rank, self.grid.data))]
+        local = self.part.model
+        local.zero_grad()
+        self.data_parallel.begin_step()
+        tally = self._run(x, y, rows, len(batch), self.micro_batches * accumulation_steps, True)
+        self.data_parallel.finish_gradients()
+        for name, value in model.optimizer.hyperparameters().items():  # follows lr schedules
+            setattr(self.optimizer, name, value)
+        self.optimizer.step(local.params, local.grads)
+        return tally
+
+    def evaluate_tally(self, model, x: np.ndarray, y: np.ndarray, batch_size: int) -> np.ndarray:
+        lo, hi = shard_range(len(x), self.data_rank, self.grid.data)
+        return self._run(x, y, np.arange(lo, hi), 0, -(-(hi - lo) // batch_size), False)
+
+    def _run(self, x, y, rows: np.ndarray, n_global: int, micro_batches: int, training: bool) -> np.ndarray:
+        """Rows in ``micro_batches`` contiguous chunks through the pipeline; the tally counted once
+        per data replica (on its last stage, tensor rank 0)."""
+        count = min(micro_batches, len(rows))
+        if count == 0:
+            return np.zeros(3)
+        chunks = [rows[slice(*shard_range(len(rows), k, count))] for k in range(count)]
+        program = self._program(count, training)
+        tally = self.runner.run(program, x, y, chunks, n_global, training,
+                                self.data_parallel.on_grads_ready if training else None)
+        return tally if self.tensor_rank == 0 else np.zeros(3)
+
+    def _program(self, count: int, training: bool) -> list:
+        """This stage's program of the schedule for ``count`` micro-batches (made once, validated)."""
+        key = (training, count)
+        if key not in self._schedules:
+            schedule = (make_schedule(self.schedule, self.grid.pipeline, count) if training
+                        else inference(self.grid.pipeline, count))
+            self._schedules[key] = stage_actions(schedule, self.stage)
+        return self._schedules[key]
+
+    # ---- state in the one-rank layout --------------------------------------------------
+    def _localised(self, optimizer_state: dict[str, Any]) -> dict[str, Any]:
+        state = {name: np.asarray(array)[self.part.index] for name, array in optimizer_state["state"].items()}
+        return {**optimizer_state, "state": state}
+
+    def full_state(self, model):
+        """Rank 0 gathers every part of one data replica and scatters it through the indices."""
+        local = self.part.model
+        mine = (self.part.index, local.params, self.optimizer.state_dict()) if self.data_rank == 0 else None
+        parts = self.comm.gather_obj(mine)
+        if not self.comm.is_root:
+            return None
+        params = np.empty_like(model.params)
+        optimizer_state = parts[0][2]
+        state = {name: np.empty_like(params) for name in optimizer_state["state"]}
+        for index, part_params, part_state in filter(None, parts):
+            params[index] = part_params
+            for name, array in part_state["state"].items():
+                state[name][index] = array
+        return params, {**optimizer_state, "state": state}
+
+    def load_full_state(self, model, params: np.ndarray, optimizer_state: dict[str, Any]) -> None:
+        model.params[...] = params
+        model.optimizer.load_state_dict(optimizer_state)
+        self.part.model.params[...] = params[self.part.index]
+        self.optimizer.load_state_dict(self._localised(optimizer_state))
+
+    def finish(self, model) -> None:
+        """The whole trained model (and optimizer state) into ``model`` on every rank."""
+        state = self.full_state(model)
+        if state is not None:
+            model.params[...] = state[0]
+        self.comm.Bcast(model.params)
+        model.optimizer.load_state_dict(self.comm.bcast_obj(state[1] if state else None))
+
+
+def grid_for(strategy: str, size: int, stages: int | None = None) -> GridShape:
+    """The grid of a one-axis strategy over ``size`` ranks ("pipeline" checks ``stages``)."""
+    if strategy == "tensor":
+        return GridShape(tensor=size)
+    if stages is not None and stages != size:
+        grid = f", or --grid data={size // stages},pipeline={stages}" if size % stages == 0 else ""
+        raise ConfigError(f"{stages} pipeline stages need {stages} ranks but the job has {size}; "
+                          f"launch with mpiexec -n {stages}, or give --stages {size}{grid}")
+    return GridShape(pipeline=size)
