@@ -13,6 +13,7 @@ from typing import Any
 
 from mpinn.config import TrainConfig, known_keys, load_toml, make_config
 from mpinn.errors import ConfigError, Preempted
+from mpinn.plan.commands import PLANNING_COMMANDS, add_planning_commands, run_planning_command
 
 FLAG_HELP = {
     "dataset": "digits (default), synthetic, regression, xor, or a path to an .npz / IDX folder",
@@ -53,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--dataset", default="digits", help=FLAG_HELP["dataset"])
     commands.choices["predict"].add_argument("--input", help=".npy of inputs (default: the test split)")
     commands.choices["predict"].add_argument("--output", required=True, help=".npy for the predictions")
+    add_planning_commands(commands)
     return parser
 
 
@@ -78,6 +80,8 @@ def main(argv: list[str] | None = None) -> int:
             from mpinn.commands import train
 
             return train(config)
+        if args.command in PLANNING_COMMANDS:
+            return run_planning_command(args)
         from mpinn import commands
 
         return getattr(commands, args.command)(args)

@@ -1,0 +1,9 @@
+"""The cost model behind ``mpinn plan``: pure functions, no MPI (calibration's MPI part lives
+in :mod:`mpinn.parallel.calibrate`).
+
+- :mod:`~mpinn.plan.profile`: the machine profile (JSON schema, loading, validation)
+- :mod:`~mpinn.plan.costs`: alpha-beta formulas of collectives, pipeline bubble, overlap
+- :mod:`~mpinn.plan.workload`: what a step of an MLP costs a rank (matmuls, passes, memory)
+- :mod:`~mpinn.plan.layouts`, :mod:`~mpinn.plan.predict`: layouts and their predicted step
+- :mod:`~mpinn.plan.planner`, :mod:`~mpinn.plan.report`: the search, tables, JSON and plot
+"""

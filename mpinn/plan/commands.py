@@ -1,0 +1,124 @@
+"""The ``mpinn calibrate`` and ``mpinn plan`` subcommands: arguments and what they do.
+
+Importing this module loads neither numpy nor mpi4py, so the CLI can still pin BLAS
+threads before calibrate measures anything.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+from pathlib import Path
+
+from mpinn.errors import ConfigError
+
+DEFAULT_MODEL = "784,1024,1024,1024,10"
+UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
+         "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
+
+
+def add_planning_commands(commands) -> None:
+    """Register ``calibrate`` and ``plan`` on the CLI's subparsers."""
+    calibrate = commands.add_parser("calibrate", help="measure this machine into a planner profile "
+                                    "(run under mpiexec with the ranks per node you will use)")
+    calibrate.add_argument("--output", default="profile.json", help="profile JSON to write")
+    calibrate.add_argument("--model", default=DEFAULT_MODEL, help="layer widths whose matmuls to time")
+    calibrate.add_argument("--quick", action="store_true", help="a few small sizes only (seconds)")
+    calibrate.add_argument("--threads", type=int, default=1, help="BLAS threads per rank (default 1)")
+    plan = commands.add_parser("plan", help="predict step time per strategy and rank count")
+    plan.add_argument("--profile", required=True, help="JSON written by mpinn calibrate or by hand")
+    plan.add_argument("--model", default=DEFAULT_MODEL, help=f"layer widths (default {DEFAULT_MODEL})")
+    plan.add_argument("--batch", type=int, default=4096, help="GLOBAL batch size (default 4096)")
+    plan.add_argument("--ranks", default="1,2,4,...,64", help="rank counts, e.g. 1,2,4,...,4096")
+    plan.add_argument("--strategy", default="data,zero,pipeline,tensor,grid",
+                      help="strategies to consider, comma-separated")
+    plan.add_argument("--optimizer", default="sgd", help="sgd, momentum or adam (update cost, state)")
+    plan.add_argument("--memory-per-rank", help="recommend only layouts within this, e.g. 2GiB")
+    plan.add_argument("--bucket-mb", type=float, default=4.0, help="DataParallel bucket size")
+    plan.add_argument("--json", help="also write the plan as JSON here")
+    plan.add_argument("--plot", help="write a PNG of predicted scaling curves (needs mpinn[plot])")
+
+
+PLANNING_COMMANDS = ("calibrate", "plan")
+
+
+def parse_bytes(text: str) -> float:
+    """``"2GiB"`` -> 2147483648.0; plain numbers are bytes."""
+    match = re.fullmatch(r"\s*([0-9.]+)\s*([A-Za-z]*)\s*", text)
+    if not match or match.group(2).upper() not in UNITS:
+        raise ConfigError(f"--memory-per-rank must be a size such as 512MiB or 4GB, got {text!r}")
+    return float(match.group(1)) * UNITS[match.group(2).upper()]
+
+
+def run_planning_command(args: argparse.Namespace) -> int:
+    return {"calibrate": run_calibrate, "plan": run_plan}[args.command](args)
+
+
+def run_calibrate(args: argparse.Namespace) -> int:
+    from mpinn.plan.workload import ModelSpec, parse_widths
+
+    spec = ModelSpec(parse_widths(args.model))
+    if args.threads < 1:
+        raise ConfigError(f"--threads must be a positive integer, got {args.threads}")
+    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = str(args.threads)
+    from mpinn.parallel import Communicator
+    from mpinn.parallel.calibrate import QUICK, Sizes, calibrate
+
+    comm = Communicator.world()
+    profile = calibrate(comm, spec, QUICK if args.quick else Sizes())
+    if comm.is_root:
+        Path(args.output).write_text(json.dumps(profile, indent=2) + "\n")
+        print(_calibration_summary(profile, args.output), flush=True)
+    return 0
+
+
+def _calibration_summary(profile: dict, path: str) -> str:
+    compute = profile["compute"]
+    lines = [f"profile written to {path} ({profile['measured_ranks']} rank(s), "
+             f"{profile['ranks_per_node']} per node, {profile['cores_per_node']} cores per node)",
+             f"  matmul {compute['gemm_flops_per_s'] / 1e9:.1f} GFLOP/s per core, "
+             f"streaming {compute['memory_bytes_per_s'] / 1e9:.1f} GB/s"]
+    network = profile["network"]
+    if network is None:
+        lines.append("  one rank: no network part (run under mpiexec -n 2 or more to measure it)")
+        return "\n".join(lines)
+    for name in ("intra_node", "inter_node"):
+        link = network.get(name)
+        if link:
+            lines.append(f"  {name}: latency {link['latency_s'] * 1e6:.1f} us, bandwidth "
+                         f"{link['bandwidth_bytes_per_s'] / 1e9:.2f} GB/s")
+    lines.append(f"  overlap of Iallreduce with compute: {network['overlap']:.0%}")
+    return "\n".join(lines)
+
+
+def run_plan(args: argparse.Namespace) -> int:
+    from mpinn.plan import planner, report
+    from mpinn.plan.profile import load_profile
+    from mpinn.plan.workload import ModelSpec, parse_widths
+
+    spec = ModelSpec(parse_widths(args.model), optimizer=args.optimizer)
+    ranks = planner.parse_ranks(args.ranks)
+    strategies = tuple(s.strip() for s in args.strategy.split(",") if s.strip())
+    limit = parse_bytes(args.memory_per_rank) if args.memory_per_rank else None
+    if not args.bucket_mb > 0:
+        raise ConfigError(f"--bucket-mb must be positive, got {args.bucket_mb}")
+    profile = load_profile(args.profile)
+    plans = planner.plan(spec, args.batch, ranks, profile, limit, args.bucket_mb, strategies)
+    single = planner.plan_ranks(spec, args.batch, 1, profile, bucket_mb=args.bucket_mb).best["data"].step_s
+    print(f"PREDICTED by the cost model (profile {args.profile}, {profile.source}): model "
+          f"{args.model}, global batch {args.batch}, optimizer {args.optimizer}")
+    print(report.format_table(plans, single))
+    print("\nrecommended (fastest that fits" + (f" in {args.memory_per_rank} per rank):" if limit else "):"))
+    print("\n".join("  " + line for line in report.recommendation_lines(plans, single)))
+    if args.json:
+        inputs = {"model": list(spec.widths), "batch": args.batch, "ranks": ranks,
+                  "profile": args.profile, "optimizer": args.optimizer,
+                  "memory_per_rank_bytes": limit, "strategies": list(strategies)}
+        Path(args.json).write_text(json.dumps(report.plan_json(plans, single, inputs), indent=2) + "\n")
+        print(f"plan written to {args.json}")
+    if args.plot:
+        print(report.write_plot(plans, single, args.plot, f"{args.model}, batch {args.batch}"))
+    return 0

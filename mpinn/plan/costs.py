@@ -1,0 +1,98 @@
+"""Alpha-beta cost formulas of the MPI operations mpinn uses (pure functions, no MPI).
+
+A message of n bytes costs alpha + n * beta. A collective over p ranks is a sequence of
+such steps; the formulas below are the textbook ones (Thakur, Rabenseifner & Gropp 2005).
+An MPI library picks among its algorithms by message size and p, so a collective's time
+is the cheapest of its algorithms (:func:`allreduce_seconds` and friends).
+"""
+
+from __future__ import annotations
+
+import math
+
+from mpinn.plan.profile import AlphaBeta
+
+
+def point_to_point_seconds(nbytes: float, cost: AlphaBeta) -> float:
+    """One message of ``nbytes`` from one rank to another."""
+    return cost.alpha_s + nbytes * cost.beta_s_per_byte
+
+
+def ring_allreduce_seconds(nbytes: float, p: int, cost: AlphaBeta) -> float:
+    """Ring: reduce-scatter then allgather, 2(p-1) steps of n/p bytes each."""
+    if p <= 1:
+        return 0.0
+    return 2 * (p - 1) * cost.alpha_s + 2 * (p - 1) / p * nbytes * cost.beta_s_per_byte
+
+
+def recursive_doubling_allreduce_seconds(nbytes: float, p: int, cost: AlphaBeta) -> float:
+    """Recursive doubling: ceil(log2 p) exchanges of the whole buffer (best for small n)."""
+    if p <= 1:
+        return 0.0
+    return math.ceil(math.log2(p)) * (cost.alpha_s + nbytes * cost.beta_s_per_byte)
+
+
+def rabenseifner_allreduce_seconds(nbytes: float, p: int, cost: AlphaBeta) -> float:
+    """Recursive halving reduce-scatter + recursive doubling allgather (best for large n, p)."""
+    if p <= 1:
+        return 0.0
+    return 2 * math.ceil(math.log2(p)) * cost.alpha_s + 2 * (p - 1) / p * nbytes * cost.beta_s_per_byte
+
+
+ALLREDUCE_ALGORITHMS = {
+    "ring": ring_allreduce_seconds,
+    "recursive_doubling": recursive_doubling_allreduce_seconds,
+    "rabenseifner": rabenseifner_allreduce_seconds,
+}
+
+
+def allreduce_algorithm(nbytes: float, p: int, cost: AlphaBeta) -> str:
+    """The cheapest allreduce algorithm for this size and rank count."""
+    return min(ALLREDUCE_ALGORITHMS, key=lambda name: ALLREDUCE_ALGORITHMS[name](nbytes, p, cost))
+
+
+def allreduce_seconds(nbytes: float, p: int, cost: AlphaBeta) -> float:
+    """Allreduce of an ``nbytes`` buffer over ``p`` ranks with the cheapest algorithm."""
+    return min(algorithm(nbytes, p, cost) for algorithm in ALLREDUCE_ALGORITHMS.values())
+
+
+def reduce_scatter_seconds(nbytes: float, p: int, cost: AlphaBeta) -> float:
+    """Reduce-scatter of an ``nbytes`` buffer (each rank keeps n/p): ring or recursive halving."""
+    if p <= 1:
+        return 0.0
+    volume = (p - 1) / p * nbytes * cost.beta_s_per_byte
+    return min((p - 1) * cost.alpha_s, math.ceil(math.log2(p)) * cost.alpha_s) + volume
+
+
+def allgather_seconds(nbytes: float, p: int, cost: AlphaBeta) -> float:
+    """Allgather into an ``nbytes`` buffer (each rank brings n/p): ring or recursive doubling."""
+    return reduce_scatter_seconds(nbytes, p, cost)
+
+
+COLLECTIVE_SECONDS = {
+    "allreduce": allreduce_seconds,
+    "reduce_scatter": reduce_scatter_seconds,
+    "allgather": allgather_seconds,
+}
+
+
+def pipeline_bubble_fraction(stages: int, micro_batches: int) -> float:
+    """Share of a GPipe / 1F1B step that a stage sits idle: (p-1) / (m+p-1)."""
+    return (stages - 1) / (micro_batches + stages - 1)
+
+
+def overlapped_finish(ready_s: list[float], durations_s: list[float], compute_end_s: float,
+                      overlap: float) -> float:
+    """When the last of several non-blocking operations completes.
+
+    Operation k may start at ``ready_s[k]`` and runs ``durations_s[k]``, one after another.
+    With ``overlap`` = 1 they progress while the rank computes (until ``compute_end_s``);
+    with 0 they only progress once it waits after computing (MPI progress at MPI calls).
+    In between, the two finish times are interpolated.
+    """
+    free = 0.0
+    for ready, duration in zip(ready_s, durations_s):
+        free = max(free, ready) + duration
+    asynchronous = max(compute_end_s, free)
+    serial = compute_end_s + sum(durations_s)
+    return overlap * asynchronous + (1 - overlap) * serial

@@ -1,0 +1,144 @@
+"""Plans for hand-written profiles where the answer is clear; profile validation; the CLI."""
+
+import json
+
+import pytest
+
+from mpinn.cli import main
+from mpinn.errors import ConfigError
+from mpinn.plan.layouts import Layout
+from mpinn.plan.planner import overall_best, parse_ranks, plan
+from mpinn.plan.predict import predict_layout
+from mpinn.plan.profile import load_profile, profile_from_dict
+from mpinn.plan.workload import ModelSpec
+
+
+def profile_dict(latency_s=2e-6, bandwidth=1.25e10, cores=48, overlap=0.0):
+    link = {"latency_s": latency_s, "bandwidth_bytes_per_s": bandwidth}
+    return {"schema": "mpinn-profile/1", "cores_per_node": cores,
+            "compute": {"gemm_flops_per_s": 5e10, "gemm_overhead_s": 2e-6, "memory_bytes_per_s": 1e10},
+            "network": {"overlap": overlap, "intra_node": link, "inter_node": link}}
+
+
+FAST = profile_from_dict(profile_dict())
+SLOW = profile_from_dict(profile_dict(latency_s=1e-3, bandwidth=1e6))  # 1 ms, 1 MB/s
+BIG = ModelSpec((784, 1024, 1024, 1024, 10))
+
+
+def test_a_tiny_model_on_a_slow_network_is_not_split():
+    plans = plan(ModelSpec((8, 16, 4)), 64, [1, 2, 4, 8], SLOW)
+    assert overall_best(plans).ranks == 1
+    for rank_plan in plans[1:]:
+        assert rank_plan.recommended.step_s > plans[0].recommended.step_s
+
+
+def test_a_large_model_on_a_fast_network_uses_every_rank():
+    plans = plan(BIG, 4096, [1, 2, 4, 8, 16], FAST)
+    assert overall_best(plans).ranks == 16
+    assert plans[-1].recommended.strategy in ("data", "zero")
+    assert plans[-1].best["data"].step_s < plans[-1].best["pipeline"].step_s if "pipeline" in plans[-1].best else True
+
+
+def test_the_memory_limit_rules_out_replicas():
+    unlimited = plan(BIG, 4096, [4], FAST)[0]
+    limit = 0.5 * unlimited.best["data"].memory_bytes
+    limited = plan(BIG, 4096, [4], FAST, memory_limit_bytes=limit)[0]
+    assert limited.recommended.memory_bytes <= limit
+    assert limited.recommended.strategy != "data"
+    assert plan(BIG, 4096, [4], FAST, memory_limit_bytes=1.0)[0].recommended is None
+
+
+def test_predictions_add_up_and_scale():
+    one = predict_layout(BIG, 4096, Layout(), FAST)
+    assert one.comm_s == 0 and one.idle_s == 0
+    for layout in (Layout(data=8), Layout(data=8, zero=True), Layout(pipeline=4, micro_batches=16),
+                   Layout(tensor=4), Layout(data=2, pipeline=2, tensor=2, micro_batches=8)):
+        p = predict_layout(BIG, 4096, layout, FAST)
+        assert p.step_s == pytest.approx(p.compute_s + p.comm_s + p.idle_s)
+        assert 0 < p.step_s < one.step_s and p.comm_s > 0
+    assert predict_layout(BIG, 4096, Layout(pipeline=4, micro_batches=16), FAST).idle_s > 0
+
+
+def test_oversubscribed_ranks_compute_slower():
+    packed = profile_from_dict({**profile_dict(cores=2), "ranks_per_node": 4})  # 4 ranks, 2 cores
+    spread = profile_from_dict(profile_dict(cores=2))                       # 2 ranks per node
+    on_two = predict_layout(BIG, 512, Layout(data=2), packed).compute_s
+    assert on_two == predict_layout(BIG, 512, Layout(data=2), spread).compute_s
+    # four ranks on two cores: half the rows each, at half the speed
+    assert predict_layout(BIG, 512, Layout(data=4), packed).compute_s > 0.95 * on_two
+    assert predict_layout(BIG, 512, Layout(data=4), spread).compute_s < 0.6 * on_two
+
+
+def test_layouts_that_cannot_run_are_explained():
+    rank_plan = plan(BIG, 4096, [8], FAST)[0]
+    assert "cannot be split into 8 pipeline stages" in rank_plan.unavailable["pipeline"]
+    with pytest.raises(ConfigError, match="not divisible by 3 tensor-parallel ranks"):
+        predict_layout(BIG, 4096, Layout(tensor=3), FAST)
+    with pytest.raises(ConfigError, match="cannot feed 8"):
+        predict_layout(BIG, 4, Layout(data=8), FAST)
+
+
+def test_parse_ranks():
+    assert parse_ranks("1,2,4,...,64") == [1, 2, 4, 8, 16, 32, 64]
+    assert parse_ranks("2,4,...,12") == [2, 4, 8, 12]
+    assert parse_ranks("1,3,...,9") == [1, 3, 9]
+    assert parse_ranks("4, 6, ..., 12") == [4, 6, 8, 10, 12]
+    for bad in ("0,2", "a,b", "4,2", "...,8", "1,2,...", ""):
+        with pytest.raises(ConfigError):
+            parse_ranks(bad)
+
+
+def test_profile_validation_names_the_field(tmp_path):
+    data = profile_dict()
+    del data["compute"]["gemm_flops_per_s"]
+    with pytest.raises(ConfigError, match="compute.gemm_flops_per_s"):
+        profile_from_dict(data)
+    with pytest.raises(ConfigError, match="network.overlap"):
+        profile_from_dict(profile_dict(overlap=2.0))
+    no_network = {**profile_dict(), "network": None}
+    with pytest.raises(ConfigError, match="no network part"):
+        predict_layout(BIG, 64, Layout(data=2), profile_from_dict(no_network))
+    assert predict_layout(BIG, 64, Layout(), profile_from_dict(no_network)).step_s > 0
+    (tmp_path / "bad.json").write_text("{")
+    with pytest.raises(ConfigError, match="not valid JSON"):
+        load_profile(tmp_path / "bad.json")
+
+
+def run_cli(capsys, *args):
+    code = main(["plan", *map(str, args)])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--strategy", "data,magic"], "unknown strategy 'magic'"),
+    (["--ranks", "1,two,4"], "--ranks must list positive integers"),
+    (["--ranks", "4,2"], "--ranks must be increasing"),
+    (["--batch", "0"], "--batch must be a positive integer"),
+    (["--model", "784"], "model widths must be two or more"),
+    (["--memory-per-rank", "lots"], "--memory-per-rank must be a size"),
+])
+def test_cli_bad_input_exits_2_with_one_message(capsys, tmp_path, args, message):
+    profile = tmp_path / "p.json"
+    profile.write_text(json.dumps(profile_dict()))
+    code, out, err = run_cli(capsys, "--profile", profile, *args)
+    assert code == 2 and message in err and err.count("mpinn: error:") == 1 and out == ""
+
+
+def test_cli_missing_profile(capsys, tmp_path):
+    code, out, err = run_cli(capsys, "--profile", tmp_path / "none.json")
+    assert code == 2 and "cannot read profile" in err and "mpinn calibrate" in err
+
+
+def test_cli_plan_table_json_and_plot(capsys, tmp_path):
+    profile, out_json, png = tmp_path / "p.json", tmp_path / "plan.json", tmp_path / "plan.png"
+    profile.write_text(json.dumps(profile_dict()))
+    code, out, err = run_cli(capsys, "--profile", profile, "--ranks", "1,2,4,...,64", "--batch", 1024,
+                             "--memory-per-rank", "1GiB", "--json", out_json, "--plot", png)
+    assert code == 0, err
+    assert "PREDICTED" in out and "| 64 | zero" in out and "fastest overall" in out
+    result = json.loads(out_json.read_text())
+    assert [p["ranks"] for p in result["plans"]] == [1, 2, 4, 8, 16, 32, 64]
+    row = result["plans"][-1]["strategies"]["data"]
+    assert {"step_s", "compute_s", "comm_s", "idle_s", "efficiency", "memory_bytes_per_rank"} <= set(row)
+    assert png.exists() or "matplotlib is not installed" in out
