@@ -10,9 +10,12 @@ import numpy as np
 
 from mpinn.config import TrainConfig
 from mpinn.data import Dataset, load_dataset
+from mpinn.errors import ConfigError
+from mpinn.export import export_model
 from mpinn.nn import Dense, Sequential
 from mpinn.optim import get_optimizer
-from mpinn.parallel import Communicator, DataParallel, Strategy, install_abort_hook
+from mpinn.parallel import Communicator, DataParallel, ModelParallel, Strategy, install_abort_hook
+from mpinn.parallel.model_parallel import grid_for
 from mpinn.train import default_callbacks
 from mpinn.train.checkpointing import Checkpointing
 
@@ -43,8 +46,18 @@ def data_parallel(config: TrainConfig, comm: Communicator) -> Strategy:
     return DataParallel(comm, bucket_mb=config.bucket_mb)
 
 
+def model_parallel(config: TrainConfig, comm: Communicator) -> Strategy:
+    """Pipeline, tensor or grid parallelism: one ModelParallel over the grid the flags ask for."""
+    grid = grid_for(config.strategy, comm.size, config.stages, config.grid)
+    return ModelParallel(comm, grid, config.micro_batches, config.schedule, config.boundaries,
+                         config.balance, config.bucket_mb)
+
+
 STRATEGY_BUILDERS: dict[str, Callable[[TrainConfig, Communicator], Strategy]] = {
     "data": data_parallel,
+    "pipeline": model_parallel,
+    "tensor": model_parallel,
+    "grid": model_parallel,
 }
 
 
@@ -98,13 +111,15 @@ def checkpointing(config: TrainConfig) -> Checkpointing | None:
                          run_config=dataclasses.asdict(config))
 
 
-def _load(args: argparse.Namespace) -> tuple[Sequential, Dataset]:
-    from mpinn.errors import ConfigError
-
+def _load_model(path: str) -> Sequential:
     try:
-        model = Sequential.load(args.model)
+        return Sequential.load(path)
     except (OSError, KeyError, ValueError) as exc:
-        raise ConfigError(f"cannot read model file {args.model}: {exc}") from None
+        raise ConfigError(f"cannot read model file {path}: {exc}") from None
+
+
+def _load(args: argparse.Namespace) -> tuple[Sequential, Dataset]:
+    model = _load_model(args.model)
     data = load_dataset(args.dataset)
     compile_for(model, data)
     return model, data
@@ -125,4 +140,13 @@ def predict(args: argparse.Namespace) -> int:
     if comm.is_root:
         np.save(args.output, outputs)
         print(f"{len(outputs)} predictions written to {args.output}", flush=True)
+    return 0
+
+
+def export(args: argparse.Namespace) -> int:
+    model = _load_model(args.model)
+    comm = _world()
+    if comm.is_root:
+        path = export_model(model, args.output)
+        print(f"{len(model.params)} parameters written to {path}", flush=True)
     return 0

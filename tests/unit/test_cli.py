@@ -1,21 +1,10 @@
 """The real CLI under mpiexec -n 2: rank 0 speaks once; bad input exits 2 with one message."""
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
-
-BIN = Path(sys.executable).parent
-ENV = {**os.environ, "OPENBLAS_NUM_THREADS": "1"}
-
-
-def mpinn(*args, ranks=2, cwd=None):
-    command = [str(BIN / "mpiexec"), "-n", str(ranks), sys.executable, "-m", "mpinn", *map(str, args)]
-    return subprocess.run(command, capture_output=True, text=True, timeout=120, env=ENV, cwd=cwd)
+from launch import mpinn
 
 
 def test_train_evaluate_predict_round_trip(tmp_path):
