@@ -17,7 +17,7 @@ if sys.version_info >= (3, 11):
 else:
     import tomli as tomllib
 
-STRATEGIES = ("data",)
+STRATEGIES = ("data", "pipeline", "tensor", "grid")
 SAMPLERS = ("random", "contiguous")
 RESUME_CHOICES = ("never", "auto")
 
@@ -48,6 +48,12 @@ class TrainConfig:
     keep_checkpoints: int = 3
     resume: str = "never"
     watchdog: Optional[float] = None
+    stages: Optional[int] = None
+    micro_batches: int = 1
+    schedule: str = "1f1b"
+    boundaries: tuple = ()
+    balance: str = "params"
+    grid: Optional[str] = None
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "accumulation_steps", "threads"):
@@ -59,6 +65,8 @@ class TrainConfig:
                 raise ConfigError(f"{name} must be a positive number, got {value}")
         if any(width < 1 for width in self.hidden):
             raise ConfigError(f"hidden layer sizes must be positive integers, got {list(self.hidden)}")
+        if self.grid is not None and self.strategy == "data":  # --grid alone means --strategy grid
+            object.__setattr__(self, "strategy", "grid")
         if self.strategy not in STRATEGIES:
             raise ConfigError(f"unknown strategy {self.strategy!r}; choose one of: {', '.join(STRATEGIES)}")
         if self.sampler not in SAMPLERS:

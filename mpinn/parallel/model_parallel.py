@@ -25,7 +25,8 @@ from mpinn.parallel.local_model import build_local_model, describe, measure_bloc
 from mpinn.parallel.pipeline import PipelineRunner
 from mpinn.parallel.strategy import Strategy
 from mpinn.parallel.tensor import tensor_comm_seconds
-from mpinn.layout import GridShape, inference, make_schedule, plan_local_model, stage_actions
+from mpinn.layout import (GridShape, inference, make_schedule, parse_grid, plan_local_model,
+                          stage_actions)
 from mpinn.layout.schedule import SCHEDULES
 from mpinn.layout.stages import block_starts
 
@@ -171,12 +172,25 @@ class ModelParallel(Strategy):
         model.optimizer.load_state_dict(self.comm.bcast_obj(state[1] if state else None))
 
 
-def grid_for(strategy: str, size: int, stages: int | None = None) -> GridShape:
-    """The grid of a one-axis strategy over ``size`` ranks ("pipeline" checks ``stages``)."""
+def grid_for(strategy: str, size: int, stages: int | None = None, grid: str | None = None) -> GridShape:
+    """The grid that the CLI's ``--strategy`` (pipeline, tensor or grid), ``--stages`` and
+    ``--grid`` ask for over ``size`` ranks; ConfigError when they disagree with each other or
+    with ``size``."""
+    if strategy == "grid":
+        if grid is None:
+            raise ConfigError("--strategy grid needs --grid, e.g. --grid data=2,pipeline=2")
+        shape = parse_grid(grid)
+        shape.check_world(size)
+        if stages is not None and stages != shape.pipeline:
+            raise ConfigError(f"--stages {stages} disagrees with the grid's pipeline={shape.pipeline}; "
+                              f"drop --stages or make them equal")
+        return shape
+    if grid is not None:
+        raise ConfigError(f"--grid goes with --strategy grid, not --strategy {strategy}")
     if strategy == "tensor":
         return GridShape(tensor=size)
     if stages is not None and stages != size:
-        grid = f", or --grid data={size // stages},pipeline={stages}" if size % stages == 0 else ""
+        hint = f", or --grid data={size // stages},pipeline={stages}" if size % stages == 0 else ""
         raise ConfigError(f"{stages} pipeline stages need {stages} ranks but the job has {size}; "
-                          f"launch with mpiexec -n {stages}, or give --stages {size}{grid}")
+                          f"launch with mpiexec -n {stages}, or give --stages {size}{hint}")
     return GridShape(pipeline=size)
