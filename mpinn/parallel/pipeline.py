@@ -14,6 +14,7 @@ from __future__ import annotations
 import time
 
 import numpy as np
+from mpi4py import MPI
 
 from mpinn.nn import Sequential
 from mpinn.parallel.comm import Communicator
@@ -67,10 +68,20 @@ class PipelineRunner:
             start = time.perf_counter()
             (self._forward if action.kind == FORWARD else self._backward)(i, action)
             self.compute_seconds += time.perf_counter() - start
+            self._progress()
         else:
             buf = self._outbox.pop(action.micro_batch)
             dest = self.stage + (1 if action.kind == SEND_ACTIVATION else -1)
             self._sends.append((self.comm.Isend(buf, dest, tag(action)), buf))
+            self._progress()
+
+    def _progress(self) -> None:
+        """Let MPI move pending messages (without an asynchronous progress thread, a large
+        message only advances while both ends are inside MPI calls) and let go of the buffers of
+        completed sends, so that 1F1B really holds only what it has in flight."""
+        self._sends = [(request, buf) for request, buf in self._sends if not request.Test()]
+        if self._posted:
+            MPI.Request.Testall([request for request, _ in self._posted.values()])
 
     def _post(self, i: int) -> None:
         action = self._program[i]
