@@ -1,4 +1,4 @@
-"""The ``mpinn`` command (also ``python -m mpinn``): train, evaluate, predict.
+"""The ``mpinn`` command (also ``python -m mpinn``): train, evaluate, predict, export.
 
 Bad input exits with status 2 and one message printed by rank 0; an unexpected exception on
 any rank prints that rank's traceback and aborts the whole job.
@@ -38,6 +38,8 @@ FLAG_HELP = {
     "keep_checkpoints": "keep the N newest checkpoints (default 3)",
     "resume": "auto: continue from the newest valid checkpoint in --checkpoint-dir; never (default)",
     "watchdog": "abort the job when one communication call waits longer than this many seconds",
+    "deterministic": "bitwise the same result at any rank count (exact sums over fixed sample groups)",
+    "group_size": "samples per group in deterministic mode (fixed whatever the rank count; default 64)",
 }
 
 
@@ -52,7 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
     train = commands.add_parser("train", help="train a model (the digits MLP by default)")
     train.add_argument("--config", help="TOML file with any of: " + ", ".join(known_keys()))
     for key in known_keys():
-        train.add_argument("--" + key.replace("_", "-"), dest=key, default=None,
+        switch = {"nargs": "?", "const": "true"} if isinstance(getattr(TrainConfig, key), bool) else {}
+        train.add_argument("--" + key.replace("_", "-"), dest=key, default=None, **switch,
                            help=FLAG_HELP.get(key, f"default {getattr(TrainConfig, key)!r}"))
     for name in ("evaluate", "predict"):
         sub = commands.add_parser(name, help=f"{name} with a saved model")
@@ -60,6 +63,10 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--dataset", default="digits", help=FLAG_HELP["dataset"])
     commands.choices["predict"].add_argument("--input", help=".npy of inputs (default: the test split)")
     commands.choices["predict"].add_argument("--output", required=True, help=".npy for the predictions")
+    export = commands.add_parser("export", help="write a saved model's weights for PyTorch users")
+    export.add_argument("--model", required=True, help="model file written by train --save")
+    export.add_argument("--output", required=True,
+                        help=".safetensors or .npz; names as torch.nn.Sequential: 0.weight, 0.bias, ...")
     add_planning_commands(commands)
     return parser
 

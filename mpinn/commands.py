@@ -43,7 +43,8 @@ def compile_for(model: Sequential, data: Dataset, optimizer="adam") -> None:
 
 
 def data_parallel(config: TrainConfig, comm: Communicator) -> Strategy:
-    return DataParallel(comm, bucket_mb=config.bucket_mb)
+    return DataParallel(comm, bucket_mb=config.bucket_mb, deterministic=config.deterministic,
+                        group_size=config.group_size)
 
 
 def model_parallel(config: TrainConfig, comm: Communicator) -> Strategy:

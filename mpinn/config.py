@@ -48,6 +48,8 @@ class TrainConfig:
     keep_checkpoints: int = 3
     resume: str = "never"
     watchdog: Optional[float] = None
+    deterministic: bool = False
+    group_size: int = 64
     stages: Optional[int] = None
     micro_batches: int = 1
     schedule: str = "1f1b"
@@ -81,6 +83,8 @@ class TrainConfig:
         if self.checkpoint_every < 0 or self.keep_checkpoints < 1:
             raise ConfigError("checkpoint_every must be >= 0 (0: at epoch ends only) and "
                               "keep_checkpoints >= 1")
+        if self.group_size < 1:
+            raise ConfigError(f"group_size must be a positive integer, got {self.group_size}")
         if self.watchdog is not None and not self.watchdog > 0:
             raise ConfigError(f"watchdog must be a positive number of seconds, got {self.watchdog}")
 

@@ -16,6 +16,7 @@ from mpi4py import MPI
 from mpinn.data.samplers import shard_range
 from mpinn.errors import ConfigError
 from mpinn.parallel.comm import Communicator
+from mpinn.parallel.exact import ExactGradients
 from mpinn.parallel.strategy import Strategy
 from mpinn.train.step import accumulate_gradients, evaluate_rows
 
@@ -34,15 +35,21 @@ def plan_buckets(layer_offsets: list[int], param_layers: list[int], total: int,
 
 
 class DataParallel(Strategy):
-    """The synchronous data-parallel strategy over ``comm``."""
+    """The synchronous data-parallel strategy over ``comm``.
 
-    def __init__(self, comm: Communicator, bucket_mb: float = 4.0, overlap: bool = True) -> None:
+    ``deterministic=True`` sums gradients exactly over fixed groups of ``group_size``
+    samples (:mod:`mpinn.parallel.exact`): bitwise the same parameters at any rank count.
+    """
+
+    def __init__(self, comm: Communicator, bucket_mb: float = 4.0, overlap: bool = True,
+                 deterministic: bool = False, group_size: int = 64) -> None:
         if not bucket_mb > 0:
             raise ConfigError(f"bucket_mb must be positive, got {bucket_mb!r}")
         self.comm = comm
         self.bucket_mb = bucket_mb
         self.overlap = overlap
         self.comm_seconds = 0.0
+        self.exact = ExactGradients(comm, group_size) if deterministic else None
 
     def setup(self, model) -> None:
         """Give every rank rank 0's parameters and check that they now agree bitwise."""
@@ -52,6 +59,8 @@ class DataParallel(Strategy):
         bucket_elems = max(1, int(self.bucket_mb * 2**20) // model.grads.itemsize)
         self.buckets = plan_buckets(model.layer_offsets, model.param_layers, model.grads.size,
                                     bucket_elems) if self.overlap else [(0, model.grads.size)]
+        if self.exact:
+            self.exact.setup(model)
 
     def local_range(self, n_global: int) -> tuple[int, int]:
         """This rank's contiguous part of a global batch of ``n_global`` samples."""
@@ -59,6 +68,13 @@ class DataParallel(Strategy):
 
     def train_step(self, model, x: np.ndarray, y: np.ndarray, batch: np.ndarray,
                    accumulation_steps: int = 1) -> np.ndarray:
+        """In deterministic mode every group is its own micro-batch, so ``accumulation_steps``
+        changes nothing there."""
+        if self.exact:
+            tally = self.exact.accumulate(model, x, y, batch)
+            self.reduce_exact(model)
+            self.apply_update(model)
+            return tally
         lo, hi = self.local_range(len(batch))
         rows = batch[lo:hi]
         model.zero_grad()
@@ -69,11 +85,21 @@ class DataParallel(Strategy):
         self.apply_update(model)
         return tally
 
+    def reduce_exact(self, model) -> None:
+        """Deterministic mode: the exact sum of every rank's grid sums, as the global-mean
+        gradient in ``model.grads`` (a sharded optimizer overrides it to reduce-scatter)."""
+        start = time.perf_counter()
+        self.comm.Allreduce(self.exact.sums)
+        self.comm_seconds += time.perf_counter() - start
+        self.exact.to_gradients(self.exact.sums, model.grads)
+
     def apply_update(self, model) -> None:
         """The optimizer step once gradients are reduced (a sharded optimizer overrides it)."""
         model.optimizer.step(model.params, model.grads)
 
     def evaluate_tally(self, model, x: np.ndarray, y: np.ndarray, batch_size: int) -> np.ndarray:
+        if self.exact:
+            return self.exact.evaluate_tally(model, x, y, batch_size)
         return evaluate_rows(model, x, y, *self.local_range(len(x)), batch_size)
 
     def full_state(self, model):
