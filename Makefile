@@ -12,7 +12,7 @@ MPI_PYTEST := $(BIN)/python -m pytest tests/mpi --with-mpi -q -p no:cacheprovide
 # Rank 0 reports; the other ranks' stdout is dropped (a failing rank still reports on stderr).
 RANK0_ONLY := sh -c 'if [ "$${PMI_RANK:-0}" = 0 ]; then exec "$$0" "$$@"; else exec "$$0" "$$@" >/dev/null; fi'
 
-.PHONY: demo test test-unit test-mpi bench clean
+.PHONY: demo test test-unit test-mpi test-slurm bench clean
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,13 @@ test-mpi: $(VENV)/.installed
 		echo "== MPI tests under mpiexec -n $$n"; \
 		timeout -k 10 $(MPI_TIMEOUT) $(MPIEXEC) -n $$n $(RANK0_ONLY) $(MPI_PYTEST) || exit 1; \
 	done
+
+# Every slurm/*.sbatch on a real one-node Slurm that the tests start and stop (Debian and
+# root: apt installs slurm-wlm and munge); skipped with the reason elsewhere. The stop
+# afterwards also covers a pytest ended by the timeout; it ends only the daemons it started.
+test-slurm: $(VENV)/.installed
+	timeout -k 10 $(MPI_TIMEOUT) $(BIN)/python -m pytest tests/slurm -q -rs -p no:cacheprovider; \
+		status=$$?; bash tests/slurm/stop-local-slurm.sh >/dev/null; exit $$status
 
 # PyTorch, the optional peer in the tables: $(BIN)/pip install torch==2.13.0
 bench: $(VENV)/.installed
