@@ -48,7 +48,8 @@ def timed_steps(step, steps: int, comm) -> list[float]:
 def train(args, comm) -> dict:
     global_batch = args.global_batch or args.batch_per_rank * comm.size
     model = mpinn_model()
-    strategy = DataParallel(Communicator(comm), bucket_mb=args.bucket_mb)
+    strategy = DataParallel(Communicator(comm), bucket_mb=args.bucket_mb,
+                            deterministic=args.deterministic, group_size=args.group_size)
     strategy.setup(model)
     rng = np.random.default_rng(0)
     x = rng.random((global_batch, WIDTHS[0]), dtype=np.float32)
@@ -127,6 +128,8 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--bucket-mb", type=float, default=4.0)
     parser.add_argument("--port", type=int, default=29517)
+    parser.add_argument("--deterministic", action="store_true", help="train: exact sums mode")
+    parser.add_argument("--group-size", type=int, default=64, help="train: deterministic groups")
     args = parser.parse_args()
     comm = MPI.COMM_WORLD
     result = {"train": train, "torch-ddp": torch_ddp, "allreduce": allreduce}[args.mode](args, comm)

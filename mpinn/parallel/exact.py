@@ -85,16 +85,21 @@ class ExactGradients:
     def _grid_sums(self, model, x, y, batch) -> tuple[np.ndarray, float]:
         scale = model.grads.dtype.type(math.ldexp(1.0, self.exponent))
         tally, local_max = np.zeros(3), 0.0
-        self.sums.fill(0.0)
-        for lo, hi in group_bounds(len(batch), self.group_size, self.comm.rank, self.comm.size):
+        groups = group_bounds(len(batch), self.group_size, self.comm.rank, self.comm.size)
+        if not groups:
+            self.sums.fill(0.0)
+        for index, (lo, hi) in enumerate(groups):
             rows = batch[lo:hi]
             model.zero_grad()
             tally += on_loss_grid(accumulate_gradients(model, x[rows], y[rows], len(batch)))
             local_max = max(local_max, float(model.grads.max()), -float(model.grads.min()))
             np.multiply(model.grads, scale, out=self._scaled)
             np.trunc(self._scaled, out=self._scaled)
-            np.copyto(self._wide, self._scaled)
-            self.sums += self._wide
+            if index == 0:
+                np.copyto(self.sums, self._scaled)
+            else:
+                np.copyto(self._wide, self._scaled)
+                self.sums += self._wide
         return tally, local_max
 
     def to_gradients(self, sums: np.ndarray, out: np.ndarray) -> np.ndarray:
