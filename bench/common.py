@@ -38,3 +38,12 @@ def markdown_table(header: list[str], rows: list[list]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def has_torch() -> bool:
+    """Whether PyTorch (the optional peer in the tables) is installed."""
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        return False
+    return True

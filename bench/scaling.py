@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, markdown_table, write_json  # noqa: E402
+from common import RESULTS, has_torch, markdown_table, write_json  # noqa: E402
 
 WORKER = Path(__file__).resolve().parent / "scaling_worker.py"
 
@@ -27,13 +27,6 @@ def launch(ranks: int, *args) -> dict:
     out = subprocess.run(command, capture_output=True, text=True, timeout=900, env=env, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
-
-def has_torch() -> bool:
-    try:
-        import torch  # noqa: F401
-    except ImportError:
-        return False
-    return True
 
 
 def main() -> None:

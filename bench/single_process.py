@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import markdown_table, median_seconds, write_json  # noqa: E402  (sets BLAS threads)
+from common import has_torch, markdown_table, median_seconds, write_json  # noqa: E402  (sets BLAS threads)
 
 import numpy as np  # noqa: E402
 
@@ -88,13 +88,6 @@ def gemm_flops(repeats: int = 20) -> float:
     seconds = median_seconds(lambda: np.matmul(a, b, out=out), repeats)
     return 2 * 512 * 1024 * 1024 / seconds
 
-
-def has_torch() -> bool:
-    try:
-        import torch  # noqa: F401
-    except ImportError:
-        return False
-    return True
 
 
 def main() -> None:
