@@ -112,6 +112,7 @@ class ModelParallel(Strategy):
         return tally
 
     def evaluate_tally(self, model, x: np.ndarray, y: np.ndarray, batch_size: int) -> np.ndarray:
+        """This data replica's rows through the pipeline, ``batch_size`` rows a micro-batch."""
         lo, hi = shard_range(len(x), self.data_rank, self.grid.data)
         return self._run(x, y, np.arange(lo, hi), 0, -(-(hi - lo) // batch_size), False)
 

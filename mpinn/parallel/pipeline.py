@@ -18,7 +18,7 @@ from mpi4py import MPI
 
 from mpinn.nn import Sequential
 from mpinn.parallel.comm import Communicator
-from mpinn.layout.schedule import (BACKWARD, COMPUTE, FORWARD, RECEIVES, RECV_ACTIVATION,
+from mpinn.layout.schedule import (BACKWARD, COMPUTE, FORWARD, RECEIVES, RECV_ACTIVATION, RECV_GRAD,
                                    SEND_ACTIVATION, Action)
 from mpinn.train.step import head_tally
 
@@ -36,7 +36,7 @@ class PipelineRunner:
         self.model = stage_model
         self.comm = comm
         self.stage, self.stages = comm.rank, comm.size
-        self.widths = {RECV_ACTIVATION: in_width, "recv_grad": out_width}
+        self.widths = {RECV_ACTIVATION: in_width, RECV_GRAD: out_width}
         self.is_last = self.stage == self.stages - 1
         self._free: list[Sequential] = []
         self.replicas = 0  # shared copies made so far: the most micro-batches ever in flight
