@@ -1,7 +1,9 @@
 """The three Keras examples mpinn grew from, with only the import line changed."""
 
 import numpy as np
+import pytest
 
+from mpinn import ConfigError
 from mpinn.data import digits, make_classification, xor
 from mpinn.nn import Dense, Sequential
 
@@ -44,3 +46,30 @@ def test_binary_classifier_relu_sigmoid_with_binary_crossentropy():
     model.fit(x[:800], y[:800], epochs=20, batch_size=32, verbose=0)
     _, accuracy = model.evaluate(x[800:], y[800:])
     assert accuracy >= 0.9, accuracy
+
+
+def compiled(loss="sparse_categorical_crossentropy"):
+    model = Sequential([Dense(4, input_dim=3, activation="relu"), Dense(3, activation="softmax")])
+    model.compile(optimizer="sgd", loss=loss, metrics=["accuracy"])
+    return model
+
+
+X3, Y3 = np.ones((6, 3), np.float32), np.array([0, 1, 2, 0, 1, 2])
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda: compiled().fit(X3, Y3, batch_size=0), "batch_size must be a positive number"),
+    (lambda: compiled().fit(X3, Y3, epochs=0), "epochs must be a positive number"),
+    (lambda: compiled().fit(X3, Y3, epochs=1.5), "epochs must be a positive integer"),
+    (lambda: compiled().fit(X3, np.array([0, 1, 2, 3, 1, 2])), r"labels must lie in \[0, 3\): found 3 at row 3"),
+    (lambda: compiled().fit(np.where(np.eye(6, 3) > 0, np.nan, 1.0), Y3), "x contains 3 NaN and 0 Inf values \\(first in row 0\\)"),
+    (lambda: compiled().fit(X3[:, :2], Y3), "declares input_dim=3 but receives 2 features"),
+    (lambda: compiled().fit(X3, Y3[:5]), "x has 6 samples but y has 5"),
+    (lambda: compiled(loss="hinge"), "unknown loss 'hinge'; choose one of"),
+    (lambda: Sequential([Dense(2, input_dim=3)]).fit(X3, Y3), "not compiled"),
+    (lambda: compiled().compile(optimizer="adagrad"), "unknown optimizer 'adagrad'"),
+    (lambda: compiled().compile(metrics=["auc"]), "unknown metric 'auc'"),
+])
+def test_bad_input_to_the_keras_front_names_the_problem(call, message):
+    with pytest.raises(ConfigError, match=message):
+        call()
