@@ -2,6 +2,7 @@
 
 import json
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +34,13 @@ def epochs(metrics_path) -> list[dict]:
 
 def assert_completed(job) -> None:
     assert (job.state, job.exit_code) == ("COMPLETED", 0), f"job {job.id}: {job.state}\n{job.output}"
+
+
+def assert_whole_model_saved(path) -> None:
+    """A model-parallel run saves the whole model: one process can evaluate it."""
+    out = subprocess.run([sys.executable, "-m", "mpinn", "evaluate", "--model", str(path)],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and "test accuracy" in out.stdout, out.stderr
 
 
 @pytest.mark.parametrize("launch", ["srun --mpi=pmi2", "mpiexec"])
@@ -68,7 +76,7 @@ def test_pipeline(slurm, tmp_path):
     assert_completed(job)
     assert "2 pipeline stages" in job.output
     assert len(epochs(tmp_path / "out" / "metrics.jsonl")) == 1
-    assert (tmp_path / "out" / "model.npz").exists()
+    assert_whole_model_saved(tmp_path / "out" / "model.npz")
 
 
 def test_hybrid_grid(slurm, tmp_path):
@@ -79,7 +87,7 @@ def test_hybrid_grid(slurm, tmp_path):
     assert_completed(job)
     assert "grid data=2 x pipeline=2" in job.output
     assert len(epochs(tmp_path / "out" / "metrics.jsonl")) == 1
-    assert (tmp_path / "out" / "model.npz").exists()
+    assert_whole_model_saved(tmp_path / "out" / "model.npz")
 
 
 def test_hybrid_grid_that_does_not_divide_the_ranks_fails_clearly(slurm, tmp_path):
@@ -107,3 +115,12 @@ def test_sweep_index_outside_the_grid_fails_clearly(slurm, tmp_path):
     [task] = wait_for(submit("sweep.sbatch", tmp_path, "--array=2", "-n1", env=env), timeout=60)
     assert (task["JobState"], task["ExitCode"]) == ("FAILED", "2:0")
     assert "submit with --array=0-1" in Path(task["StdOut"]).read_text()
+
+
+def test_scaling_benchmark_weak(slurm, tmp_path):
+    job = run_job("scaling-benchmark.sbatch", tmp_path, "-N1", "-n2",
+                  env={"MPINN_OUT": str(tmp_path / "scaling"), "SCALING": "weak", "SCALING_RANKS": "2",
+                       "SCALING_BATCH": "32", "MPINN_ARGS": TINY})
+    assert_completed(job)
+    [run] = json.loads((tmp_path / "scaling" / "scaling.json").read_text())
+    assert (run["ranks"], run["scaling"], run["global_batch"]) == (2, "weak", 64)   # 32 per rank
