@@ -13,12 +13,20 @@ SCRIPT = "train-resumable.sbatch"
 SETTINGS = {"MPINN_ARGS": "--epochs 100 --hidden 16 --batch-size 64", "CHECKPOINT_EVERY": "20"}
 
 
+def still_running(job_id: str) -> bool:
+    """False while the job has not started; a failure if it ended before the signal."""
+    [job] = job_fields(job_id)
+    assert job["JobState"] in ("PENDING", "RUNNING"), f"job ended before the signal: {job}"
+    return job["JobState"] == "RUNNING"
+
+
 def test_preempted_job_checkpoints_requeues_and_resumes(slurm, tmp_path):
     require_flags("--checkpoint-dir", "--resume")
     preempted, reference = tmp_path / "preempted", tmp_path / "reference"
     job_id = submit(SCRIPT, tmp_path, "-N1", "-n2", env={**SETTINGS, "MPINN_OUT": str(preempted)})
     # Signal once the first checkpoint exists: training is under way and the handler is set.
-    wait_until(lambda: list((preempted / "checkpoints").glob("ckpt-*.npz")), 60, "checkpointing")
+    wait_until(lambda: still_running(job_id) and list((preempted / "checkpoints").glob("ckpt-*.npz")),
+               60, "checkpointing")
     subprocess.run(["scancel", "--batch", "--signal=USR1", job_id], check=True, timeout=30)
     # The uninterrupted run meanwhile, as a second job of the same script.
     uninterrupted = run_job(SCRIPT, tmp_path, "-N1", "-n2", env={**SETTINGS, "MPINN_OUT": str(reference)})
