@@ -43,12 +43,13 @@ def assert_whole_model_saved(path) -> None:
     assert out.returncode == 0 and "test accuracy" in out.stdout, out.stderr
 
 
-@pytest.mark.parametrize("launch", ["srun --mpi=pmi2", "mpiexec"])
-def test_data_parallel(slurm, tmp_path, launch):
-    job = run_job("train-data-parallel.sbatch", tmp_path, "-N1", "-n4", "--ntasks-per-node=4",
-                  env={"MPINN_LAUNCH": launch, "MPINN_ARGS": TINY})
+@pytest.mark.parametrize("launch, ranks, threads", [("srun --mpi=pmi2", 2, 2), ("mpiexec", 4, 1)])
+def test_data_parallel(slurm, tmp_path, launch, ranks, threads):
+    job = run_job("train-data-parallel.sbatch", tmp_path, "-N1", f"-n{ranks}", f"--ntasks-per-node={ranks}",
+                  f"--cpus-per-task={threads}", env={"MPINN_LAUNCH": launch, "MPINN_ARGS": TINY})
     assert_completed(job)
-    assert "data parallel over 4 rank(s)" in job.output
+    assert f"{threads} thread(s) per rank" in job.output
+    assert f"data parallel over {ranks} rank(s)" in job.output
     out = tmp_path / "runs" / f"mpinn-data-{job.id}"   # the script's default output folder
     assert len(epochs(out / "metrics.jsonl")) == 1
     assert np.load(out / "model.npz")["params"].size > 0
