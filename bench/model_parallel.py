@@ -46,7 +46,8 @@ def tables(result: dict) -> str:
     steps = [[r["strategy"], f"{r['step_s'] * 1e3:.1f}", f"{one_rank / r['step_s']:.2f}"]
              for r in result["step_time"]]
     return "\n\n".join([
-        markdown_table(["strategy", "ranks", "whole model MB", "per rank MB", "largest rank / whole"], params),
+        markdown_table(["strategy", "ranks", "whole model MB", "per rank MB", "largest rank / whole"],
+                       params),
         markdown_table(["schedule", "micro-batches", "in flight per stage",
                         f"peak traced MB per stage (batch {result['memory_batch']})"], memory),
         markdown_table(["micro-batches m", "step ms", "measured bubble", "schedule bubble",

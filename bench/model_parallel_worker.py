@@ -122,7 +122,8 @@ def step_times(args, comm) -> list[dict]:
         rows.append({"strategy": name, "step_s": span})
     if comm.is_root:  # alone, while the other ranks wait: no competition for the cores
         local = Communicator.local()
-        span, _ = median_step(DataParallel(local), make_model(args.width, args.layers), x, y, local, args.steps)
+        model = make_model(args.width, args.layers)
+        span, _ = median_step(DataParallel(local), model, x, y, local, args.steps)
         rows.append({"strategy": "one rank", "step_s": span})
     comm.barrier()
     return rows

@@ -62,7 +62,8 @@ def parse_grid(text: str) -> GridShape:
         try:
             sizes[axis] = int(value)
         except ValueError:
-            raise ConfigError(f"grid axis {axis} needs an integer size, got {value.strip()!r} in {text!r}") from None
+            raise ConfigError(f"grid axis {axis} needs an integer size, got {value.strip()!r} "
+                              f"in {text!r}") from None
         if sizes[axis] < 1:
             raise ConfigError(f"grid axis {axis} must be at least 1, got {sizes[axis]}")
     if not sizes:

@@ -80,7 +80,8 @@ def stage_bounds(param_counts: list[int], stages: int, boundaries: tuple[int, ..
     starts = block_starts(param_counts)
     if not 1 <= stages <= len(starts):
         raise ConfigError(f"cannot split a model with {len(starts)} layers that hold parameters "
-                          f"into {stages} pipeline stages; choose {either(list(range(1, len(starts) + 1)))} stages")
+                          f"into {stages} pipeline stages; choose "
+                          f"{either(list(range(1, len(starts) + 1)))} stages")
     if boundaries:
         first_layers = [0, *_checked_boundaries(param_counts, stages, boundaries)]
     else:

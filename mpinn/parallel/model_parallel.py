@@ -139,7 +139,8 @@ class ModelParallel(Strategy):
 
     # ---- state in the one-rank layout --------------------------------------------------
     def _localised(self, optimizer_state: dict[str, Any]) -> dict[str, Any]:
-        state = {name: np.asarray(array)[self.part.index] for name, array in optimizer_state["state"].items()}
+        index = self.part.index
+        state = {name: np.asarray(array)[index] for name, array in optimizer_state["state"].items()}
         return {**optimizer_state, "state": state}
 
     def full_state(self, model):
