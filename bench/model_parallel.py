@@ -40,7 +40,8 @@ def tables(result: dict) -> str:
                f"{max(r['per_rank_bytes']) / r['whole_bytes']:.3f}"] for r in result["parameter_bytes"]]
     memory = [[r["schedule"], r["micro_batches"], " / ".join(map(str, r["in_flight"])),
                " / ".join(mb(b) for b in r["peak_bytes"])] for r in result["activation_memory"]]
-    bubble = [[r["micro_batches"], f"{r['step_s'] * 1e3:.1f}", f"{r['measured_bubble']:.3f}",
+    bubble = [[r["micro_batches"], f"{r['step_s'] * 1e3:.1f}",
+               " / ".join(f"{b * 1e3:.1f}" for b in r["compute_s"]), f"{r['measured_bubble']:.3f}",
                f"{r['schedule_bubble']:.3f}", f"{r['formula']:.3f}"] for r in result["bubble"]]
     one_rank = next(r["step_s"] for r in result["step_time"] if r["strategy"] == "one rank")
     steps = [[r["strategy"], f"{r['step_s'] * 1e3:.1f}", f"{one_rank / r['step_s']:.2f}"]
@@ -50,7 +51,8 @@ def tables(result: dict) -> str:
                        params),
         markdown_table(["schedule", "micro-batches", "in flight per stage",
                         f"peak traced MB per stage (batch {result['memory_batch']})"], memory),
-        markdown_table(["micro-batches m", "step ms", "measured bubble", "schedule bubble",
+        markdown_table(["micro-batches m", "step ms", "compute ms per stage", "measured bubble",
+                        "schedule bubble",
                         f"(P-1)/(m+P-1), P={ranks}"], bubble),
         markdown_table([f"strategy ({ranks} ranks)", "step ms", "speed-up over one rank"], steps),
     ])

@@ -53,16 +53,18 @@ def timed_step(strategy, model, x, y, comm: Communicator) -> tuple[float, float]
     return comm.allreduce_obj(mine, op=MPI.MAX), busy
 
 
-def median_step(strategy, model, x, y, comm, steps: int) -> tuple[float, float]:
-    """Median makespan and median idle fraction (mean over ranks) after one warm-up step."""
+def median_step(strategy, model, x, y, comm, steps: int) -> tuple[float, float, list[float]]:
+    """Median makespan, median idle fraction (mean over ranks) and each rank's median compute
+    seconds, after one warm-up step."""
     strategy.setup(model)
     timed_step(strategy, model, x, y, comm)
-    spans, bubbles = [], []
+    spans, bubbles, busies = [], [], []
     for _ in range(steps):
         span, busy = timed_step(strategy, model, x, y, comm)
         spans.append(span)
+        busies.append(busy)
         bubbles.append(comm.allreduce_obj(1 - busy / span) / comm.size)
-    return statistics.median(spans), statistics.median(bubbles)
+    return statistics.median(spans), statistics.median(bubbles), comm.allgather_obj(statistics.median(busies))
 
 
 def bubbles(args, comm) -> list[dict]:
@@ -70,8 +72,9 @@ def bubbles(args, comm) -> list[dict]:
     rows = []
     for m in MICRO_BATCHES:
         strategy = ModelParallel(comm, GridShape(pipeline=comm.size), m, "1f1b")
-        span, bubble = median_step(strategy, make_model(args.width, args.layers), x, y, comm, args.steps)
-        rows.append({"micro_batches": m, "step_s": span, "measured_bubble": bubble,
+        span, bubble, busy = median_step(strategy, make_model(args.width, args.layers), x, y, comm,
+                                         args.steps)
+        rows.append({"micro_batches": m, "step_s": span, "measured_bubble": bubble, "compute_s": busy,
                      "schedule_bubble": simulate(one_f_one_b(comm.size, m), comm.size)["bubble"],
                      "formula": (comm.size - 1) / (m + comm.size - 1)})
     return rows
@@ -118,12 +121,12 @@ def step_times(args, comm) -> list[dict]:
                   "tensor": lambda: ModelParallel(comm, GridShape(tensor=comm.size))}
     rows = []
     for name, make in strategies.items():
-        span, _ = median_step(make(), make_model(args.width, args.layers), x, y, comm, args.steps)
+        span, _, _ = median_step(make(), make_model(args.width, args.layers), x, y, comm, args.steps)
         rows.append({"strategy": name, "step_s": span})
     if comm.is_root:  # alone, while the other ranks wait: no competition for the cores
         local = Communicator.local()
         model = make_model(args.width, args.layers)
-        span, _ = median_step(DataParallel(local), model, x, y, local, args.steps)
+        span, _, _ = median_step(DataParallel(local), model, x, y, local, args.steps)
         rows.append({"strategy": "one rank", "step_s": span})
     comm.barrier()
     return rows
