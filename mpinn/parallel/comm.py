@@ -112,6 +112,41 @@ class Communicator:
         """Complete every request in the list (non-blocking calls started on this communicator)."""
         MPI.Request.Waitall(requests)
 
+    @watched
+    def Waitany(self, requests: list[MPI.Request]) -> int:
+        """Complete one request of the list and return its index (MPI.UNDEFINED if none is active)."""
+        return MPI.Request.Waitany(requests)
+
+    @watched
+    def Reduce_scatter(self, sendbuf: np.ndarray, recvbuf: np.ndarray, counts: list[int],
+                       op: MPI.Op = MPI.SUM) -> np.ndarray:
+        """Reduce ``sendbuf`` over all ranks; rank r receives block r (``counts[r]`` elements,
+        blocks in rank order) in ``recvbuf``, which it returns."""
+        if self.size > 1:
+            self.mpi.Reduce_scatter(sendbuf, recvbuf, counts, op=op)
+        else:
+            recvbuf[...] = sendbuf
+        return recvbuf
+
+    @watched
+    def Allgatherv(self, buf: np.ndarray, counts: list[int]) -> np.ndarray:
+        """In place: rank r's block of ``buf`` (``counts[r]`` elements, blocks in rank order)
+        goes to every rank; returns ``buf``."""
+        if self.size > 1:
+            self.mpi.Allgatherv(MPI.IN_PLACE, [buf, (counts, displacements(counts))])
+        return buf
+
+    @watched
+    def Gatherv(self, sendbuf: np.ndarray, counts: list[int], root: int = 0) -> np.ndarray | None:
+        """Every rank's ``sendbuf`` (``counts[r]`` elements) concatenated in rank order, on
+        ``root``; None elsewhere."""
+        if self.size == 1:
+            return sendbuf.copy()
+        recvbuf = np.empty(sum(counts), sendbuf.dtype) if self.rank == root else None
+        spec = [recvbuf, (counts, displacements(counts))] if self.rank == root else None
+        self.mpi.Gatherv(sendbuf, spec, root=root)
+        return recvbuf
+
     def abort(self, code: int = 1) -> None:
         self.mpi.Abort(code)
 
@@ -123,3 +158,7 @@ class Communicator:
         if differing:
             raise RuntimeError(f"{what} differ between ranks: ranks {differing} disagree with rank 0")
 
+
+def displacements(counts: list[int]) -> list[int]:
+    """Offsets of consecutive blocks of the given sizes."""
+    return [sum(counts[:r]) for r in range(len(counts))]

@@ -1,0 +1,101 @@
+"""ZeRO: data parallelism with the optimizer state (stage 1) and the reduced gradients
+(stage 2) sharded over the ranks.
+
+Batch splitting, gradient weighting and the bucketed overlapped reduction are DataParallel's,
+unchanged. What differs is the update: rank r owns the slice [lo, hi) of the flat buffer
+(``shard_range``; sizes differ by one when N does not divide it), steps it with its own
+fresh optimizer of the model's kind (state for that slice only: ~1/N of the whole), then an
+in-place Allgatherv gives every rank the whole updated parameter buffer.
+
+- Stage 1 all-reduces the gradient buffer as DataParallel does; every rank then holds the
+  whole global-mean gradient but only uses its slice of it.
+- Stage 2 reduce-scatters instead: rank r receives only the reduced slice it owns, into a
+  buffer of that slice's size. In this flat-buffer design the model's P-element gradient
+  buffer stays (backward accumulates into it through the layers' views; it is the backward
+  workspace), but after the reduction its other slices hold this rank's unreduced local
+  contributions, which nothing reads; the reduced gradient kept is ~P/N elements per rank,
+  and each rank sends ~P elements a step instead of ~2P.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+
+from mpinn.errors import ConfigError
+from mpinn.parallel.comm import Communicator
+from mpinn.parallel.data_parallel import DataParallel
+from mpinn.parallel.sharding import fresh_twin, load_twin_slice, shard_counts, state_bytes, state_slice
+
+ZERO_STAGES = (1, 2)
+
+
+class ZeroDataParallel(DataParallel):
+    """Data parallelism whose optimizer state (and, at stage 2, reduced gradient) is sharded."""
+
+    def __init__(self, comm: Communicator, stage: int = 2, bucket_mb: float = 4.0,
+                 overlap: bool = True) -> None:
+        if stage not in ZERO_STAGES:
+            raise ConfigError(f"ZeRO stage must be 1 or 2, got {stage!r}")
+        super().__init__(comm, bucket_mb=bucket_mb, overlap=overlap)
+        self.stage = stage
+
+    def setup(self, model) -> None:
+        """DataParallel's set-up, then this rank's slice and its optimizer."""
+        super().setup(model)
+        self.counts = shard_counts(model.params.size, self.comm.size)
+        self.lo = sum(self.counts[:self.comm.rank])
+        self.hi = self.lo + self.counts[self.comm.rank]
+        self.optimizer = fresh_twin(model.optimizer)
+        load_twin_slice(self.optimizer, model.optimizer, self.lo, self.hi)
+        self.grad_shard = np.empty(self.hi - self.lo, model.grads.dtype) if self.stage == 2 else None
+
+    def on_grads_ready(self, offset: int) -> None:
+        """Stage 1 starts bucket reductions during backward; stage 2 reduces once, after it."""
+        if self.stage == 1:
+            super().on_grads_ready(offset)
+
+    def finish_gradients(self) -> None:
+        if self.stage == 1:
+            super().finish_gradients()
+        else:
+            self.reduce_scatter_gradients()
+
+    def reduce_scatter_gradients(self) -> np.ndarray:
+        """Sum the ranks' gradient buffers; keep only this rank's slice of the global mean, in
+        ``grad_shard``. The one place stage 2 reduces: a mode that needs another reduction
+        (exact integer sums for deterministic results) overrides this method."""
+        start = time.perf_counter()
+        self.comm.Reduce_scatter(self._grads, self.grad_shard, self.counts)
+        self.comm_seconds += time.perf_counter() - start
+        return self.grad_shard
+
+    def apply_update(self, model) -> None:
+        """Step this rank's slice with its own optimizer, then share every slice with every rank."""
+        grads = self.grad_shard if self.stage == 2 else model.grads[self.lo:self.hi]
+        self.optimizer.step(model.params[self.lo:self.hi], grads)
+        start = time.perf_counter()
+        self.comm.Allgatherv(model.params, self.counts)
+        self.comm_seconds += time.perf_counter() - start
+
+    def memory_bytes(self, model) -> dict[str, int]:
+        """What this rank holds, in bytes: optimizer state, the reduced gradient it keeps, and
+        the full parameter and local gradient buffers every rank keeps."""
+        reduced = self.grad_shard.nbytes if self.stage == 2 else model.grads.nbytes
+        return {"optimizer_state": state_bytes(self.optimizer), "reduced_gradient": reduced,
+                "params": model.params.nbytes, "gradient_buffer": model.grads.nbytes}
+
+    def full_state(self, model) -> tuple[np.ndarray, dict[str, Any]] | None:
+        """Gather the optimizer-state slices into the one-rank layout on rank 0."""
+        local = self.optimizer.state_dict()
+        whole = {name: self.comm.Gatherv(array, self.counts) for name, array in local["state"].items()}
+        if not self.comm.is_root:
+            return None
+        return model.params.copy(), {**local, "state": whole}
+
+    def load_full_state(self, model, params: np.ndarray, optimizer_state: dict[str, Any]) -> None:
+        """Every rank takes the whole parameters and its slice of the optimizer state."""
+        model.params[...] = params
+        self.optimizer.load_state_dict(state_slice(optimizer_state, self.lo, self.hi))
