@@ -14,6 +14,7 @@ from typing import Any
 from mpinn.config import TrainConfig, known_keys, load_toml, make_config
 from mpinn.errors import ConfigError, Preempted
 from mpinn.plan.commands import PLANNING_COMMANDS, add_planning_commands, run_planning_command
+from mpinn.sweep_config import add_sweep_command, sweep_spec
 
 FLAG_HELP = {
     "dataset": "digits (default), synthetic, regression, xor, or a path to an .npz / IDX folder",
@@ -21,7 +22,11 @@ FLAG_HELP = {
     "activation": "hidden activation: relu, leaky_relu, tanh, sigmoid",
     "optimizer": "sgd, adam, adamw or rmsprop",
     "batch_size": "GLOBAL batch size (split over the ranks)",
-    "strategy": "parallel strategy: data, pipeline, tensor or grid",
+    "strategy": "parallel strategy: data, pipeline, tensor, grid, zero, async or local-sgd",
+    "zero_stage": "ZeRO stage: 1 shards optimizer state, 2 (default) also the reduced gradients",
+    "staleness": "async: a worker may run this many steps ahead of the slowest (0: synchronous; default 4)",
+    "servers": "async: parameter-server ranks, the parameters sharded over them (default 1)",
+    "sync_every": "local-sgd: average the replicas every N steps (default 8)",
     "stages": "pipeline stages (default: every rank of the pipeline)",
     "micro_batches": "micro-batches per step and data replica (pipeline)",
     "schedule": "pipeline schedule: 1f1b (default, bounded activations) or gpipe",
@@ -68,6 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--output", required=True,
                         help=".safetensors or .npz; names as torch.nn.Sequential: 0.weight, 0.bias, ...")
     add_planning_commands(commands)
+    add_sweep_command(commands, FLAG_HELP)
     return parser
 
 
@@ -93,6 +99,12 @@ def main(argv: list[str] | None = None) -> int:
             from mpinn.commands import train
 
             return train(config)
+        if args.command == "sweep":
+            spec = sweep_spec(args)
+            set_blas_threads(spec.base.threads)
+            from mpinn.sweep import sweep
+
+            return sweep(spec)
         if args.command in PLANNING_COMMANDS:
             return run_planning_command(args)
         from mpinn import commands

@@ -15,7 +15,10 @@ from mpinn.export import export_model
 from mpinn.nn import Dense, Sequential
 from mpinn.optim import get_optimizer
 from mpinn.parallel import Communicator, DataParallel, ModelParallel, Strategy, install_abort_hook
+from mpinn.parallel.async_ps import AsyncParameterServer
+from mpinn.parallel.local_sgd import LocalSGD
 from mpinn.parallel.model_parallel import grid_for
+from mpinn.parallel.zero import ZeroDataParallel
 from mpinn.train import default_callbacks
 from mpinn.train.checkpointing import Checkpointing
 
@@ -54,11 +57,27 @@ def model_parallel(config: TrainConfig, comm: Communicator) -> Strategy:
                          config.balance, config.bucket_mb)
 
 
+def zero(config: TrainConfig, comm: Communicator) -> Strategy:
+    return ZeroDataParallel(comm, stage=config.zero_stage, bucket_mb=config.bucket_mb,
+                            deterministic=config.deterministic, group_size=config.group_size)
+
+
+def parameter_server(config: TrainConfig, comm: Communicator) -> Strategy:
+    return AsyncParameterServer(comm, staleness=config.staleness, servers=config.servers)
+
+
+def local_sgd(config: TrainConfig, comm: Communicator) -> Strategy:
+    return LocalSGD(comm, sync_every=config.sync_every)
+
+
 STRATEGY_BUILDERS: dict[str, Callable[[TrainConfig, Communicator], Strategy]] = {
     "data": data_parallel,
     "pipeline": model_parallel,
     "tensor": model_parallel,
     "grid": model_parallel,
+    "zero": zero,
+    "async": parameter_server,
+    "local-sgd": local_sgd,
 }
 
 

@@ -17,7 +17,7 @@ if sys.version_info >= (3, 11):
 else:
     import tomli as tomllib
 
-STRATEGIES = ("data", "pipeline", "tensor", "grid")
+STRATEGIES = ("data", "pipeline", "tensor", "grid", "zero", "async", "local-sgd")
 SAMPLERS = ("random", "contiguous")
 RESUME_CHOICES = ("never", "auto")
 
@@ -56,6 +56,10 @@ class TrainConfig:
     boundaries: tuple = ()
     balance: str = "params"
     grid: Optional[str] = None
+    zero_stage: int = 2
+    staleness: int = 4
+    servers: int = 1
+    sync_every: int = 8
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "accumulation_steps", "threads"):
@@ -74,6 +78,7 @@ class TrainConfig:
         if self.sampler not in SAMPLERS:
             raise ConfigError(f"unknown sampler {self.sampler!r}; choose one of: {', '.join(SAMPLERS)}")
         self._check_checkpointing()
+        self._check_sharded_and_async()
 
     def _check_checkpointing(self) -> None:
         if self.resume not in RESUME_CHOICES:
@@ -87,6 +92,15 @@ class TrainConfig:
             raise ConfigError(f"group_size must be a positive integer, got {self.group_size}")
         if self.watchdog is not None and not self.watchdog > 0:
             raise ConfigError(f"watchdog must be a positive number of seconds, got {self.watchdog}")
+
+    def _check_sharded_and_async(self) -> None:
+        if self.zero_stage not in (1, 2):
+            raise ConfigError(f"zero_stage must be 1 or 2, got {self.zero_stage}")
+        if self.staleness < 0:
+            raise ConfigError(f"staleness must be >= 0 (0: synchronous), got {self.staleness}")
+        for name in ("servers", "sync_every"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be a positive integer, got {getattr(self, name)}")
 
     def optimizer_options(self) -> dict[str, float]:
         names = ("lr", "momentum", "weight_decay")
@@ -132,10 +146,15 @@ def make_config(values: dict[str, Any]) -> TrainConfig:
 
 def load_toml(path: str) -> dict[str, Any]:
     """The key/value pairs of a TOML config file (a [train] table or top-level keys)."""
+    data = read_toml(path)
+    return data.get("train", data)
+
+
+def read_toml(path: str) -> dict[str, Any]:
+    """The whole TOML document at ``path``, or a ConfigError saying why it cannot be read."""
     try:
-        data = tomllib.loads(Path(path).read_text())
+        return tomllib.loads(Path(path).read_text())
     except FileNotFoundError:
         raise ConfigError(f"config file {path} does not exist") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
-    return data.get("train", data)

@@ -9,7 +9,8 @@ in-place Allgatherv gives every rank the whole updated parameter buffer.
 
 - Stage 1 all-reduces the gradient buffer as DataParallel does; every rank then holds the
   whole global-mean gradient but only uses its slice of it.
-- Stage 2 reduce-scatters instead: rank r receives only the reduced slice it owns, into a
+- Stage 2 reduce-scatters instead (``reduce_scatter_gradients``, or ``reduce_exact`` in
+  deterministic mode, which reduce-scatters DataParallel's exact sums): rank r receives only the reduced slice it owns, into a
   buffer of that slice's size. In this flat-buffer design the model's P-element gradient
   buffer stays (backward accumulates into it through the layers' views; it is the backward
   workspace), but after the reduction its other slices hold this rank's unreduced local
@@ -36,10 +37,11 @@ class ZeroDataParallel(DataParallel):
     """Data parallelism whose optimizer state (and, at stage 2, reduced gradient) is sharded."""
 
     def __init__(self, comm: Communicator, stage: int = 2, bucket_mb: float = 4.0,
-                 overlap: bool = True) -> None:
+                 overlap: bool = True, deterministic: bool = False, group_size: int = 64) -> None:
         if stage not in ZERO_STAGES:
             raise ConfigError(f"ZeRO stage must be 1 or 2, got {stage!r}")
-        super().__init__(comm, bucket_mb=bucket_mb, overlap=overlap)
+        super().__init__(comm, bucket_mb=bucket_mb, overlap=overlap, deterministic=deterministic,
+                         group_size=group_size)
         self.stage = stage
 
     def setup(self, model) -> None:
@@ -71,6 +73,17 @@ class ZeroDataParallel(DataParallel):
         self.comm.Reduce_scatter(self._grads, self.grad_shard, self.counts)
         self.comm_seconds += time.perf_counter() - start
         return self.grad_shard
+
+    def reduce_exact(self, model) -> None:
+        """Deterministic mode: the exact grid sums (integers held in float64, so any order of
+        addition gives the same bits), reduce-scattered at stage 2."""
+        if self.stage == 1:
+            super().reduce_exact(model)
+            return
+        start = time.perf_counter()
+        sums = self.comm.Reduce_scatter(self.exact.sums, np.empty(len(self.grad_shard)), self.counts)
+        self.comm_seconds += time.perf_counter() - start
+        self.exact.to_gradients(sums, self.grad_shard)
 
     def apply_update(self, model) -> None:
         """Step this rank's slice with its own optimizer, then share every slice with every rank."""

@@ -94,6 +94,13 @@ def test_fit_with_zero_matches_fit_with_data_parallel(comm):
     np.testing.assert_allclose(history.history["val_loss"], reference.history["val_loss"], rtol=1e-5)
 
 
+@pytest.mark.parametrize("stage", [1, 2])
+def test_deterministic_zero_is_bitwise_deterministic_data_parallel_on_one_rank(comm, stage):
+    sharded = train(ZeroDataParallel(comm, stage=stage, deterministic=True, group_size=4), Adam(lr=0.01))
+    alone = train(DataParallel(Communicator.local(), deterministic=True, group_size=4), Adam(lr=0.01))
+    np.testing.assert_array_equal(sharded.params, alone.params)
+
+
 def test_bad_stage_is_rejected_before_any_communication(comm):
     with pytest.raises(ConfigError, match="ZeRO stage must be 1 or 2, got 3"):
         ZeroDataParallel(comm, stage=3)
