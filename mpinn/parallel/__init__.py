@@ -1,12 +1,15 @@
 """Everything that talks MPI: communicators and the strategies that decide what is exchanged."""
 
+from mpinn.parallel.async_ps import AsyncParameterServer
 from mpinn.parallel.comm import Communicator
 from mpinn.parallel.data_parallel import DataParallel, plan_buckets
 from mpinn.parallel.failures import install_abort_hook
 from mpinn.parallel.local_model import tensor_parallel
+from mpinn.parallel.local_sgd import LocalSGD
 from mpinn.parallel.model_parallel import ModelParallel
 from mpinn.parallel.strategy import Strategy
 from mpinn.parallel.tensor import ColumnParallelDense, RowParallelDense
+from mpinn.parallel.zero import ZeroDataParallel
 
 
 def default_strategy() -> DataParallel:
@@ -18,4 +21,5 @@ def default_strategy() -> DataParallel:
 
 
 __all__ = ["Communicator", "DataParallel", "default_strategy", "install_abort_hook", "plan_buckets",
-           "Strategy", "ColumnParallelDense", "ModelParallel", "RowParallelDense", "tensor_parallel"]
+           "Strategy", "ColumnParallelDense", "ModelParallel", "RowParallelDense", "tensor_parallel",
+           "AsyncParameterServer", "LocalSGD", "ZeroDataParallel"]
