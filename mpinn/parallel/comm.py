@@ -118,15 +118,16 @@ class Communicator:
         return MPI.Request.Waitany(requests)
 
     @watched
-    def Reduce_scatter(self, sendbuf: np.ndarray, recvbuf: np.ndarray, counts: list[int],
+    def Reduce_scatter(self, sendbuf: np.ndarray | None, recvbuf: np.ndarray, counts: list[int],
                        op: MPI.Op = MPI.SUM) -> np.ndarray:
         """Reduce ``sendbuf`` over all ranks; rank r receives block r (``counts[r]`` elements,
-        blocks in rank order) in ``recvbuf``, which it returns."""
+        blocks in rank order) in ``recvbuf``, which it returns. With ``sendbuf=None`` the whole
+        ``recvbuf`` is the input and this rank's reduced block lands at its start (returned)."""
         if self.size > 1:
-            self.mpi.Reduce_scatter(sendbuf, recvbuf, counts, op=op)
-        else:
+            self.mpi.Reduce_scatter(MPI.IN_PLACE if sendbuf is None else sendbuf, recvbuf, counts, op=op)
+        elif sendbuf is not None:
             recvbuf[...] = sendbuf
-        return recvbuf
+        return recvbuf[:counts[self.rank]] if sendbuf is None else recvbuf
 
     @watched
     def Allgatherv(self, buf: np.ndarray, counts: list[int]) -> np.ndarray:

@@ -10,12 +10,14 @@ in-place Allgatherv gives every rank the whole updated parameter buffer.
 - Stage 1 all-reduces the gradient buffer as DataParallel does; every rank then holds the
   whole global-mean gradient but only uses its slice of it.
 - Stage 2 reduce-scatters instead (``reduce_scatter_gradients``, or ``reduce_exact`` in
-  deterministic mode, which reduce-scatters DataParallel's exact sums): rank r receives only the reduced slice it owns, into a
-  buffer of that slice's size. In this flat-buffer design the model's P-element gradient
-  buffer stays (backward accumulates into it through the layers' views; it is the backward
-  workspace), but after the reduction its other slices hold this rank's unreduced local
-  contributions, which nothing reads; the reduced gradient kept is ~P/N elements per rank,
-  and each rank sends ~P elements a step instead of ~2P.
+  deterministic mode, which reduce-scatters DataParallel's exact sums), in place: rank r
+  gets only the reduced slice it owns, written at the start of the gradient buffer, and
+  the rest of the buffer is left as scratch nothing reads. In this flat-buffer design the
+  model's P-element gradient buffer cannot be freed (backward accumulates into it through
+  the layers' views: it is the backward workspace), so stage 2 saves no resident memory
+  over stage 1; what it saves is traffic (each rank sends ~P elements a step instead of
+  ~2P) and the reduced gradient it keeps (~P/N elements), which is what frees memory
+  where gradient buffers are allocated per step.
 """
 
 from __future__ import annotations
@@ -52,7 +54,7 @@ class ZeroDataParallel(DataParallel):
         self.hi = self.lo + self.counts[self.comm.rank]
         self.optimizer = fresh_twin(model.optimizer)
         load_twin_slice(self.optimizer, model.optimizer, self.lo, self.hi)
-        self.grad_shard = np.empty(self.hi - self.lo, model.grads.dtype) if self.stage == 2 else None
+        self.grad_shard = model.grads[:self.hi - self.lo] if self.stage == 2 else None
 
     def on_grads_ready(self, offset: int) -> None:
         """Stage 1 starts bucket reductions during backward; stage 2 reduces once, after it."""
@@ -66,11 +68,11 @@ class ZeroDataParallel(DataParallel):
             self.reduce_scatter_gradients()
 
     def reduce_scatter_gradients(self) -> np.ndarray:
-        """Sum the ranks' gradient buffers; keep only this rank's slice of the global mean, in
-        ``grad_shard``. The one place stage 2 reduces: a mode that needs another reduction
-        (exact integer sums for deterministic results) overrides this method."""
+        """Sum the ranks' gradient buffers in place; this rank's slice of the global mean lands
+        at the start of the buffer (``grad_shard``). The one place stage 2 reduces: a mode
+        that needs another reduction overrides this method (see ``reduce_exact``)."""
         start = time.perf_counter()
-        self.comm.Reduce_scatter(self._grads, self.grad_shard, self.counts)
+        self.comm.Reduce_scatter(None, self._grads, self.counts)
         self.comm_seconds += time.perf_counter() - start
         return self.grad_shard
 
@@ -81,7 +83,7 @@ class ZeroDataParallel(DataParallel):
             super().reduce_exact(model)
             return
         start = time.perf_counter()
-        sums = self.comm.Reduce_scatter(self.exact.sums, np.empty(len(self.grad_shard)), self.counts)
+        sums = self.comm.Reduce_scatter(None, self.exact.sums, self.counts)
         self.comm_seconds += time.perf_counter() - start
         self.exact.to_gradients(sums, self.grad_shard)
 
