@@ -26,7 +26,8 @@ from mpi4py import MPI
 from mpinn.data.samplers import shard_range
 from mpinn.errors import ConfigError
 from mpinn.parallel.comm import Communicator
-from mpinn.parallel.param_server import DONE, TAG_GRAD, TAG_PARAMS, TAG_PULL, TAG_VERSION, ClockedShard, ServerRole
+from mpinn.parallel.param_server import (DONE, TAG_GRAD, TAG_PARAMS, TAG_PULL, TAG_VERSION, ClockedShard,
+                                         ServerRole)
 from mpinn.parallel.sharding import fresh_twin, load_twin_slice, shard_counts, state_slice
 from mpinn.parallel.strategy import Strategy
 from mpinn.train.step import accumulate_gradients, evaluate_rows
@@ -99,7 +100,8 @@ class WorkerRole:
 
     def _request_from(self, server: int, needed: int) -> None:
         lo, hi = self.slices[server]
-        ask, version, params = np.array([max(needed, 0)], np.int64), np.zeros(1, np.int64), np.empty(hi - lo, self.dtype)
+        ask, version = np.array([max(needed, 0)], np.int64), np.zeros(1, np.int64)
+        params = np.empty(hi - lo, self.dtype)
         requests = [self.comm.Isend(ask, server, TAG_PULL), self.comm.Irecv(version, server, TAG_VERSION),
                     self.comm.Irecv(params, server, TAG_PARAMS)]
         self.pulls[server] = (requests, version, params)

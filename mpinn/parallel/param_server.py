@@ -55,11 +55,14 @@ class ServerRole:
         self.comm, self.shard, self.worker_ranks = comm, shard, worker_ranks
         self.grad_buffers = [np.empty_like(shard.params) for _ in worker_ranks]
         self.pull_buffers = [np.zeros(1, np.int64) for _ in worker_ranks]
-        self.requests = [comm.Irecv(buf, rank, TAG_GRAD) for buf, rank in zip(self.grad_buffers, worker_ranks)]
+        self.requests = [self._post_grad(w) for w in range(len(worker_ranks))]
         self.requests += [self._post_pull(w) for w in range(len(worker_ranks))]
         self.pending: dict[int, int] = {}
         self.sends: list[tuple[list, list[np.ndarray]]] = []
         self.done = [False] * len(worker_ranks)
+
+    def _post_grad(self, worker: int):
+        return self.comm.Irecv(self.grad_buffers[worker], self.worker_ranks[worker], TAG_GRAD)
 
     def _post_pull(self, worker: int):
         return self.comm.Irecv(self.pull_buffers[worker], self.worker_ranks[worker], TAG_PULL)
@@ -76,7 +79,8 @@ class ServerRole:
             self._handle(self.comm.Waitany(self.requests))
         for request in self.requests[:len(self.worker_ranks)]:
             request.Cancel()
-        self.comm.Waitall(self.requests[:len(self.worker_ranks)] + [r for reqs, _ in self.sends for r in reqs])
+        replies = [request for requests, _ in self.sends for request in requests]
+        self.comm.Waitall(self.requests[:len(self.worker_ranks)] + replies)
         self.sends = []
 
     def _handle(self, index: int) -> None:
@@ -84,7 +88,7 @@ class ServerRole:
         worker = index % workers
         if index < workers:
             self.shard.add(worker, self.grad_buffers[worker])
-            self.requests[index] = self.comm.Irecv(self.grad_buffers[worker], self.worker_ranks[worker], TAG_GRAD)
+            self.requests[index] = self._post_grad(worker)
         elif self.pull_buffers[worker][0] == DONE:
             self.done[worker] = True
             self.requests[index] = MPI.REQUEST_NULL
@@ -101,5 +105,6 @@ class ServerRole:
                 del self.pending[worker]
                 rank = self.worker_ranks[worker]
                 bufs = [np.array([self.shard.version], np.int64), self.shard.params.copy()]
-                reqs = [self.comm.Isend(bufs[0], rank, TAG_VERSION), self.comm.Isend(bufs[1], rank, TAG_PARAMS)]
+                reqs = [self.comm.Isend(bufs[0], rank, TAG_VERSION),
+                        self.comm.Isend(bufs[1], rank, TAG_PARAMS)]
                 self.sends.append((reqs, bufs))
