@@ -34,13 +34,15 @@ class Sizes:
 
     p2p_bytes: tuple[int, ...] = (8, 512, 32768, 1048576, 8388608)
     collective_bytes: tuple[int, ...] = (64, 4096, 65536, 1048576, 4194304, 16777216)
-    gemm_rows: tuple[int, ...] = (32, 128, 512)
+    gemm_rows: tuple[int, ...] = (8, 32, 128, 512)
     repeats: int = 10
     stream_elements: int = 0  # 0: the model's parameter count (the optimizer's stream)
     overlap_bytes: int = 2**22
+    compute_window_s: float = 0.03  # each matmul / streaming figure: mean over this long
+    compute_passes: int = 3         # ... the fastest of this many passes (others' load only slows)
 
 
-QUICK = Sizes((8, 4096, 65536), (64, 4096, 65536), (8, 32), 3, 2**16, 2**16)
+QUICK = Sizes((8, 4096, 65536), (64, 4096, 65536), (8, 32), 3, 2**16, 2**16, 0.002, 1)
 
 
 def _repeats(nbytes: int, base: int) -> int:
@@ -140,13 +142,18 @@ def overlap_share(comm: Communicator, sizes: Sizes) -> float:
 def measure_compute(comm: Communicator, spec: ModelSpec, sizes: Sizes, oversubscription: float) -> dict:
     """Matmul and streaming figures per core, medians over ranks measuring concurrently."""
     comm.barrier()
-    points = measure.gemm_points(spec, list(sizes.gemm_rows), sizes.repeats)
-    stream = measure.stream_bytes_per_s(sizes.stream_elements or spec.num_params, sizes.repeats)
+    passes = [measure.gemm_points(spec, list(sizes.gemm_rows), sizes.compute_window_s)
+              for _ in range(sizes.compute_passes)]
+    points = [min(same, key=lambda point: point[3]) for same in zip(*passes)]
+    elements = sizes.stream_elements or spec.num_params
+    stream = max(measure.stream_bytes_per_s(elements, sizes.compute_window_s)
+                 for _ in range(sizes.compute_passes))
     all_points = comm.allgather_obj(points)
     seconds = [statistics.median(r[i][3] for r in all_points) for i in range(len(points))]
     merged = [(m, k, n, t) for (m, k, n, _), t in zip(points, seconds)]
-    flops, overhead = fit.fit_gemm(merged)
+    flops, operand_bytes, overhead = fit.fit_gemm(merged)
     return {"gemm_flops_per_s": flops * oversubscription, "gemm_overhead_s": overhead / oversubscription,
+            "gemm_bytes_per_s": min(operand_bytes * oversubscription, 1e18),
             "memory_bytes_per_s": statistics.median(comm.allgather_obj(stream)) * oversubscription,
             "measured_with_oversubscription": oversubscription,
             "gemm_points": [{"m": m, "k": k, "n": n, "seconds": t} for m, k, n, t in merged]}

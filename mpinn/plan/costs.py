@@ -51,21 +51,47 @@ def allreduce_algorithm(nbytes: float, p: int, cost: AlphaBeta) -> str:
     return min(ALLREDUCE_ALGORITHMS, key=lambda name: ALLREDUCE_ALGORITHMS[name](nbytes, p, cost))
 
 
-def allreduce_seconds(nbytes: float, p: int, cost: AlphaBeta) -> float:
-    """Allreduce of an ``nbytes`` buffer over ``p`` ranks with the cheapest algorithm."""
+def _fastest_allreduce(nbytes: float, p: int, cost: AlphaBeta) -> float:
     return min(algorithm(nbytes, p, cost) for algorithm in ALLREDUCE_ALGORITHMS.values())
 
 
-def reduce_scatter_seconds(nbytes: float, p: int, cost: AlphaBeta) -> float:
-    """Reduce-scatter of an ``nbytes`` buffer (each rank keeps n/p): ring or recursive halving."""
+def halving_or_ring_seconds(nbytes: float, p: int, cost: AlphaBeta) -> float:
+    """Reduce-scatter (or allgather) of an ``nbytes`` buffer, n/p per rank: (p-1)/p of the
+    bytes, behind log2 p (recursive halving/doubling) or p-1 (ring) latencies."""
     if p <= 1:
         return 0.0
     volume = (p - 1) / p * nbytes * cost.beta_s_per_byte
     return min((p - 1) * cost.alpha_s, math.ceil(math.log2(p)) * cost.alpha_s) + volume
 
 
+def measured_ratio(formula, nbytes: float, cost: AlphaBeta) -> float:
+    """Measured / formula time at the calibration's sizes, interpolated in log size (held at
+    the end values beyond them); 1 when the cost carries no measurements."""
+    ratios = [(math.log(n), t / formula(n, cost.measured_ranks, cost)) for n, t in cost.measured
+              if formula(n, cost.measured_ranks, cost) > 0]
+    if not ratios:
+        return 1.0
+    x = math.log(max(nbytes, 1.0))
+    if x <= ratios[0][0]:
+        return ratios[0][1]
+    for (x0, r0), (x1, r1) in zip(ratios, ratios[1:]):
+        if x <= x1:
+            return r0 + (r1 - r0) * (x - x0) / (x1 - x0)
+    return ratios[-1][1]
+
+
+def allreduce_seconds(nbytes: float, p: int, cost: AlphaBeta) -> float:
+    """Allreduce of an ``nbytes`` buffer over ``p`` ranks with the cheapest algorithm."""
+    return _fastest_allreduce(nbytes, p, cost) * measured_ratio(_fastest_allreduce, nbytes, cost)
+
+
+def reduce_scatter_seconds(nbytes: float, p: int, cost: AlphaBeta) -> float:
+    """Reduce-scatter of an ``nbytes`` buffer (each rank keeps n/p)."""
+    return halving_or_ring_seconds(nbytes, p, cost) * measured_ratio(halving_or_ring_seconds, nbytes, cost)
+
+
 def allgather_seconds(nbytes: float, p: int, cost: AlphaBeta) -> float:
-    """Allgather into an ``nbytes`` buffer (each rank brings n/p): ring or recursive doubling."""
+    """Allgather into an ``nbytes`` buffer (each rank brings n/p)."""
     return reduce_scatter_seconds(nbytes, p, cost)
 
 

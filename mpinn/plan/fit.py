@@ -9,10 +9,13 @@ assignment is the algorithm "it can tell" the MPI library used at each size.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 
+import numpy as np
+
 from mpinn.errors import ConfigError
-from mpinn.plan.costs import ALLREDUCE_ALGORITHMS, allgather_seconds, reduce_scatter_seconds
+from mpinn.plan.costs import ALLREDUCE_ALGORITHMS, halving_or_ring_seconds
 from mpinn.plan.profile import AlphaBeta
 
 Formula = Callable[[float, int, AlphaBeta], float]
@@ -75,14 +78,35 @@ def fit_point_to_point(points: Sequence[tuple[float, float]]) -> AlphaBeta:
 
 COLLECTIVE_ALGORITHMS: dict[str, dict[str, Formula]] = {
     "allreduce": ALLREDUCE_ALGORITHMS,
-    "reduce_scatter": {"ring_or_halving": reduce_scatter_seconds},
-    "allgather": {"ring_or_doubling": allgather_seconds},
+    "reduce_scatter": {"ring_or_halving": halving_or_ring_seconds},
+    "allgather": {"ring_or_doubling": halving_or_ring_seconds},
 }
 
 
-def fit_gemm(points: Sequence[tuple[int, int, int, float]]) -> tuple[float, float]:
-    """(flops per second, overhead seconds per call) from (m, k, n, seconds) matmul timings."""
-    overhead, seconds_per_flop = relative_least_squares([(1.0, 2.0 * m * k * n, t) for m, k, n, t in points])
-    if seconds_per_flop <= 0:
+def nonnegative_relative_fit(columns: Sequence[Sequence[float]], seconds: Sequence[float]) -> list[float]:
+    """Non-negative coefficients c minimising sum((sum_j c_j * columns[j][i] - t_i) / t_i)^2:
+    least squares, dropping any term that comes out negative and refitting the rest."""
+    t = np.asarray(seconds, dtype=float)
+    design = np.asarray(columns, dtype=float).T / t[:, None]
+    active = list(range(len(columns)))
+    while active:
+        solution, *_ = np.linalg.lstsq(design[:, active], np.ones(len(t)), rcond=None)
+        if (solution >= 0).all():
+            coefficients = [0.0] * len(columns)
+            for j, value in zip(active, solution):
+                coefficients[j] = float(value)
+            return coefficients
+        active.pop(int(np.argmin(solution)))
+    return [0.0] * len(columns)
+
+
+def fit_gemm(points: Sequence[tuple[int, int, int, float]], dtype_bytes: int = 4) -> tuple[float, float, float]:
+    """(flops per second, operand bytes per second, overhead seconds per call) from
+    (m, k, n, seconds) matmul timings: t = overhead + (mk + kn + mn) bytes / B + 2mkn / R.
+    The operand term is what makes thin matmuls (few rows) slower per flop."""
+    overhead, per_byte, per_flop = nonnegative_relative_fit(
+        [[1.0] * len(points), [dtype_bytes * (m * k + k * n + m * n) for m, k, n, _ in points],
+         [2.0 * m * k * n for m, k, n, _ in points]], [t for *_, t in points])
+    if per_flop <= 0:
         raise ConfigError("matmul timings do not grow with size; calibrate on a quieter machine")
-    return 1.0 / seconds_per_flop, overhead
+    return 1.0 / per_flop, 1.0 / per_byte if per_byte > 0 else math.inf, overhead

@@ -15,6 +15,20 @@ import numpy as np
 from mpinn.plan.workload import ModelSpec
 
 
+def sustained_call_seconds(fn: Callable[[], object], min_seconds: float) -> float:
+    """Mean wall time of ``fn()`` over as many calls as fill ``min_seconds`` (after one
+    warm-up call). A window of several scheduler time slices sees the share of a core a rank
+    really gets when ranks outnumber cores; the median of short calls would not."""
+    fn()
+    calls, start = 0, time.perf_counter()
+    while True:
+        fn()
+        calls += 1
+        elapsed = time.perf_counter() - start
+        if elapsed >= min_seconds:
+            return elapsed / calls
+
+
 def median_call_seconds(fn: Callable[[], object], repeats: int) -> float:
     """Median wall time of ``fn()`` over ``repeats`` calls after one warm-up call."""
     fn()
@@ -36,25 +50,26 @@ def model_gemm_shapes(spec: ModelSpec, rows: int) -> list[tuple[int, int, int]]:
     return shapes
 
 
-def time_gemm(m: int, k: int, n: int, repeats: int) -> float:
+def time_gemm(m: int, k: int, n: int, min_seconds: float) -> float:
     rng = np.random.default_rng(0)
     a = rng.random((m, k), dtype=np.float32)
     b = rng.random((k, n), dtype=np.float32)
     out = np.empty((m, n), dtype=np.float32)
-    return median_call_seconds(lambda: np.matmul(a, b, out=out), repeats)
+    return sustained_call_seconds(lambda: np.matmul(a, b, out=out), min_seconds)
 
 
-def gemm_points(spec: ModelSpec, rows_list: list[int], repeats: int) -> list[tuple[int, int, int, float]]:
+def gemm_points(spec: ModelSpec, rows_list: list[int],
+                min_seconds: float) -> list[tuple[int, int, int, float]]:
     """(m, k, n, seconds) for the model's matmul shapes at each row count."""
     shapes = sorted({s for rows in rows_list for s in model_gemm_shapes(spec, rows)})
-    return [(m, k, n, time_gemm(m, k, n, repeats)) for m, k, n in shapes]
+    return [(m, k, n, time_gemm(m, k, n, min_seconds)) for m, k, n in shapes]
 
 
-def stream_bytes_per_s(elements: int, repeats: int) -> float:
+def stream_bytes_per_s(elements: int, min_seconds: float) -> float:
     """Bytes per second of ``a += b`` on float32 arrays (two reads and a write each)."""
     a = np.ones(elements, dtype=np.float32)
     b = np.ones(elements, dtype=np.float32)
 
     def add() -> None:
         a.__iadd__(b)
-    return 12.0 * elements / median_call_seconds(add, repeats)
+    return 12.0 * elements / sustained_call_seconds(add, min_seconds)

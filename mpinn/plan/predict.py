@@ -151,5 +151,6 @@ def predict_layout(spec: ModelSpec, batch: int, layout: Layout, profile: Profile
     step = pipeline_s + reduction + update
     in_flight = [min(m, layout.pipeline - k) for k in range(len(stages))]
     activations = max(activation_bytes(spec, s, micro_rows * n) for s, n in zip(stages, in_flight))
-    memory = state_bytes(spec, params, shards) + activations
+    grad_shard = params / shards * spec.dtype_bytes if layout.zero else 0.0  # ZeRO-2's reduced slice
+    memory = state_bytes(spec, params, shards) + grad_shard + activations
     return Prediction(layout, step, compute, comm, max(0.0, step - compute - comm), memory)

@@ -10,6 +10,8 @@ Schema (``"schema": "mpinn-profile/1"``; times in seconds, sizes in bytes)::
       "compute": {                                  # ONE rank alone on one core
         "gemm_flops_per_s": 5.0e10,                 # float32 matmul throughput
         "gemm_overhead_s": 2.0e-6,                  # fixed cost per matmul call
+        "gemm_bytes_per_s": 2.0e10,                 # optional: operand traffic (packing), which
+                                                    # makes matmuls with few rows slower per flop
         "memory_bytes_per_s": 1.0e10                # streaming element-wise traffic
       },
       "network": {                                  # absent or null: measured on one rank
@@ -22,13 +24,15 @@ Schema (``"schema": "mpinn-profile/1"``; times in seconds, sizes in bytes)::
     }
 
     LINK = {"latency_s": 2e-6, "bandwidth_bytes_per_s": 1.25e10,
-            "collectives": {"allreduce": {"alpha_s": ..., "beta_s_per_byte": ...},
+            "collectives": {"allreduce": {"alpha_s": ..., "beta_s_per_byte": ...,
+                                          "ranks": 4, "points": [{"bytes": ..., "seconds": ...}]},
                             "reduce_scatter": {...}, "allgather": {...}}}   # optional
 
 ``latency_s`` and ``bandwidth_bytes_per_s`` describe a point-to-point message (ping-pong);
 ``collectives`` holds the per-step alpha and beta that reproduce the measured collective on
 that link through the formulas of :mod:`mpinn.plan.costs` (they fold in reduction work and
-the MPI library's own choices). A collective without an entry uses the point-to-point pair.
+the MPI library's own choices); its measured points, if given, correct the formula size by
+size. A collective without an entry uses the point-to-point pair.
 Compute rates are per core: when more ranks than cores share a node, the planner divides
 them by the oversubscription ratio (see :func:`compute_slowdown`).
 """
@@ -36,6 +40,7 @@ them by the oversubscription ratio (see :func:`compute_slowdown`).
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,10 +53,17 @@ COLLECTIVES = ("allreduce", "reduce_scatter", "allgather")
 
 @dataclass(frozen=True)
 class AlphaBeta:
-    """Per-step latency ``alpha_s`` and per-byte time ``beta_s_per_byte`` of one algorithm step."""
+    """Per-step latency ``alpha_s`` and per-byte time ``beta_s_per_byte`` of one algorithm step.
+
+    A calibrated collective also keeps its measured (bytes, seconds) points at
+    ``measured_ranks``: what the alpha-beta line misses at a given size (caches, protocol
+    switches) is carried over to other rank counts as a ratio (see mpinn.plan.costs).
+    """
 
     alpha_s: float
     beta_s_per_byte: float
+    measured: tuple[tuple[float, float], ...] = ()
+    measured_ranks: int = 0
 
 
 @dataclass(frozen=True)
@@ -83,6 +95,7 @@ class Compute:
     gemm_flops_per_s: float
     gemm_overhead_s: float
     memory_bytes_per_s: float
+    gemm_bytes_per_s: float = math.inf
 
 
 @dataclass(frozen=True)
@@ -129,8 +142,12 @@ def _link(data: dict, where: str) -> Link:
             raise ConfigError(f"profile: {where}.collectives has unknown collective {name!r}; "
                               f"known: {', '.join(COLLECTIVES)}")
         at = f"{where}.collectives.{name}"
+        points = tuple((_number(point, "bytes", at + ".points"), _number(point, "seconds", at + ".points"))
+                       for point in step.get("points", ()))
+        ranks = int(_number(step, "ranks", at)) if points else 0
         collectives[name] = AlphaBeta(_number(step, "alpha_s", at, positive=False),
-                                      _number(step, "beta_s_per_byte", at, positive=False))
+                                      _number(step, "beta_s_per_byte", at, positive=False),
+                                      points if ranks > 1 else (), ranks)
     return Link(_number(data, "latency_s", where, positive=False),
                 _number(data, "bandwidth_bytes_per_s", where), collectives)
 
@@ -158,7 +175,9 @@ def profile_from_dict(data: Any) -> Profile:
     return Profile(cores, ranks_per_node,
                    Compute(_number(compute, "gemm_flops_per_s", "compute"),
                            _number(compute, "gemm_overhead_s", "compute", positive=False),
-                           _number(compute, "memory_bytes_per_s", "compute")),
+                           _number(compute, "memory_bytes_per_s", "compute"),
+                           _number(compute, "gemm_bytes_per_s", "compute")
+                           if "gemm_bytes_per_s" in compute else math.inf),
                    _network(data.get("network")), str(data.get("source", "hand-written")))
 
 

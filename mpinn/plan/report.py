@@ -91,7 +91,8 @@ def write_plot(plans: list[RankPlan], single_rank_s: float, path: str | Path, ti
     time_ax.set(xscale="log", yscale="log", xlabel="ranks", ylabel="predicted step time (ms)")
     eff_ax.set(xscale="log", xlabel="ranks", ylabel="predicted strong-scaling efficiency", ylim=(0, 1.1))
     for ax in (time_ax, eff_ax):
-        ax.set_xticks([rp.ranks for rp in plans], [str(rp.ranks) for rp in plans])
+        ax.set_xticks([rp.ranks for rp in plans], [str(rp.ranks) for rp in plans], rotation=45)
+        ax.minorticks_off()
         ax.legend()
     fig.suptitle(f"PREDICTED: {title}")
     fig.tight_layout()

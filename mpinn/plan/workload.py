@@ -88,7 +88,8 @@ class ComputeCost:
     def gemm(self, m: float, k: float, n: float) -> float:
         """An (m x k) @ (k x n) matmul."""
         c = self.compute
-        return self.slowdown * (c.gemm_overhead_s + 2.0 * m * k * n / c.gemm_flops_per_s)
+        operands = 4.0 * (m * k + k * n + m * n) / c.gemm_bytes_per_s
+        return self.slowdown * (c.gemm_overhead_s + operands + 2.0 * m * k * n / c.gemm_flops_per_s)
 
     def stream(self, nbytes: float) -> float:
         """Element-wise work moving ``nbytes`` through memory."""

@@ -1,6 +1,8 @@
 """Plans for hand-written profiles where the answer is clear; profile validation; the CLI."""
 
 import json
+import subprocess
+import sys
 
 import pytest
 
@@ -142,3 +144,9 @@ def test_cli_plan_table_json_and_plot(capsys, tmp_path):
     row = result["plans"][-1]["strategies"]["data"]
     assert {"step_s", "compute_s", "comm_s", "idle_s", "efficiency", "memory_bytes_per_rank"} <= set(row)
     assert png.exists() or "matplotlib is not installed" in out
+
+
+def test_the_cost_model_loads_neither_mpi_nor_numpy_for_planning():
+    code = ("import sys, mpinn.plan.planner, mpinn.plan.report, mpinn.plan.commands; "
+            "sys.exit(('mpi4py' in sys.modules) + 2 * ('numpy' in sys.modules))")
+    assert subprocess.run([sys.executable, "-c", code], timeout=60).returncode == 0

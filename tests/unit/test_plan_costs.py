@@ -62,8 +62,9 @@ def test_fits_recover_the_parameters_that_made_the_points():
     assert (fitted.alpha_s, fitted.beta_s_per_byte) == pytest.approx((3e-6, 2e-10), rel=1e-6)
     assert chosen[0] == "recursive_doubling" and chosen[-1] == "rabenseifner"
     shapes = [(32, 64, 64), (128, 256, 256), (512, 1024, 1024)]
-    rate, overhead = fit_gemm([(m, k, n, 1e-6 + 2 * m * k * n / 5e10) for m, k, n in shapes])
-    assert (rate, overhead) == pytest.approx((5e10, 1e-6), rel=1e-6)
+    rate, operand_rate, overhead = fit_gemm([(m, k, n, 1e-6 + 4 * (m * k + k * n + m * n) / 2e10
+                                                 + 2 * m * k * n / 5e10) for m, k, n in shapes + [(8, 512, 64)]])
+    assert (rate, operand_rate, overhead) == pytest.approx((5e10, 2e10, 1e-6), rel=1e-6)
 
 
 def test_stages_balance_parameters_and_tensor_pairs():
@@ -89,3 +90,13 @@ def test_gradient_buckets_are_the_ones_data_parallel_reduces():
     for bucket_bytes in (4, 4 * 20_000, 4 * 100_000, 4 * 10**7):
         buckets = plan_buckets(model.layer_offsets, model.param_layers, model.grads.size, bucket_bytes // 4)
         assert [hi - lo for lo, hi in buckets] == [n for _, n in gradient_buckets(spec, bucket_bytes)]
+
+
+def test_measured_points_correct_the_formula_size_by_size():
+    # measured 2x the formula at 1 MB and 1x at 100 MB (on 4 ranks): halfway in log size, 1.5x
+    plain = AlphaBeta(0.0, 1e-9)
+    measured = ((1e6, 2 * costs.allreduce_seconds(1e6, 4, plain)), (1e8, costs.allreduce_seconds(1e8, 4, plain)))
+    corrected = AlphaBeta(0.0, 1e-9, measured, 4)
+    assert costs.allreduce_seconds(1e6, 4, corrected) == pytest.approx(measured[0][1])
+    assert costs.allreduce_seconds(1e7, 8, corrected) == pytest.approx(1.5 * costs.allreduce_seconds(1e7, 8, plain))
+    assert costs.allreduce_seconds(1e3, 8, corrected) == pytest.approx(2 * costs.allreduce_seconds(1e3, 8, plain))
