@@ -104,9 +104,14 @@ def fit_gemm(points: Sequence[tuple[int, int, int, float]], dtype_bytes: int = 4
     """(flops per second, operand bytes per second, overhead seconds per call) from
     (m, k, n, seconds) matmul timings: t = overhead + (mk + kn + mn) bytes / B + 2mkn / R.
     The operand term is what makes thin matmuls (few rows) slower per flop."""
-    overhead, per_byte, per_flop = nonnegative_relative_fit(
-        [[1.0] * len(points), [dtype_bytes * (m * k + k * n + m * n) for m, k, n, _ in points],
-         [2.0 * m * k * n for m, k, n, _ in points]], [t for *_, t in points])
-    if per_flop <= 0:
-        raise ConfigError("matmul timings do not grow with size; calibrate on a quieter machine")
-    return 1.0 / per_flop, 1.0 / per_byte if per_byte > 0 else math.inf, overhead
+    terms = {"overhead": [1.0] * len(points),
+             "bytes": [dtype_bytes * (m * k + k * n + m * n) for m, k, n, _ in points],
+             "flops": [2.0 * m * k * n for m, k, n, _ in points]}
+    seconds = [t for *_, t in points]
+    # The flop term must stay: on tiny shapes the others can explain the times without it.
+    for names in (("overhead", "bytes", "flops"), ("overhead", "flops"), ("flops",)):
+        fitted = dict(zip(names, nonnegative_relative_fit([terms[n] for n in names], seconds)))
+        if fitted["flops"] > 0:
+            per_byte = fitted.get("bytes", 0.0)
+            return 1.0 / fitted["flops"], 1.0 / per_byte if per_byte > 0 else math.inf, fitted.get("overhead", 0.0)
+    raise ConfigError("matmul timings do not grow with size; calibrate on a quieter machine")

@@ -100,3 +100,11 @@ def test_measured_points_correct_the_formula_size_by_size():
     assert costs.allreduce_seconds(1e6, 4, corrected) == pytest.approx(measured[0][1])
     assert costs.allreduce_seconds(1e7, 8, corrected) == pytest.approx(1.5 * costs.allreduce_seconds(1e7, 8, plain))
     assert costs.allreduce_seconds(1e3, 8, corrected) == pytest.approx(2 * costs.allreduce_seconds(1e3, 8, plain))
+
+
+def test_gemm_fit_keeps_the_flop_term_on_overhead_bound_shapes():
+    # tiny matmuls whose time is all per-call overhead and operand traffic still get a rate
+    points = [(m, k, n, 2e-6 + 4 * (m * k + k * n + m * n) / 1e10) for m, k, n in
+              [(8, 10, 64), (8, 64, 10), (32, 64, 10), (32, 10, 64)]]
+    rate, _, _ = fit_gemm(points)
+    assert 0 < rate < float("inf")
