@@ -18,6 +18,7 @@ else:
     import tomli as tomllib
 
 STRATEGIES = ("data", "pipeline", "tensor", "grid", "zero", "async", "local-sgd")
+DETERMINISTIC_STRATEGIES = ("data", "zero")
 SAMPLERS = ("random", "contiguous")
 RESUME_CHOICES = ("never", "auto")
 
@@ -78,6 +79,7 @@ class TrainConfig:
         if self.sampler not in SAMPLERS:
             raise ConfigError(f"unknown sampler {self.sampler!r}; choose one of: {', '.join(SAMPLERS)}")
         self._check_checkpointing()
+        self._check_deterministic()
         self._check_sharded_and_async()
 
     def _check_checkpointing(self) -> None:
@@ -88,10 +90,15 @@ class TrainConfig:
         if self.checkpoint_every < 0 or self.keep_checkpoints < 1:
             raise ConfigError("checkpoint_every must be >= 0 (0: at epoch ends only) and "
                               "keep_checkpoints >= 1")
-        if self.group_size < 1:
-            raise ConfigError(f"group_size must be a positive integer, got {self.group_size}")
         if self.watchdog is not None and not self.watchdog > 0:
             raise ConfigError(f"watchdog must be a positive number of seconds, got {self.watchdog}")
+
+    def _check_deterministic(self) -> None:
+        if self.group_size < 1:
+            raise ConfigError(f"group_size must be a positive integer, got {self.group_size}")
+        if self.deterministic and self.strategy not in DETERMINISTIC_STRATEGIES:
+            raise ConfigError(f"--deterministic covers --strategy {' and '.join(DETERMINISTIC_STRATEGIES)}, "
+                              f"not {self.strategy}; drop one of the two")
 
     def _check_sharded_and_async(self) -> None:
         if self.zero_stage not in (1, 2):

@@ -49,6 +49,7 @@ def test_toml_config_and_flags(tmp_path):
     (["train", "--activation", "swish"], "unknown activation 'swish'"),
     (["train", "--optimizer", "adagrad"], "unknown optimizer 'adagrad'"),
     (["evaluate", "--model", "missing.npz"], "cannot read model file missing.npz"),
+    (["train", "--deterministic", "--strategy", "pipeline"], "--deterministic covers --strategy data and zero"),
 ])
 def test_bad_input_exits_2_with_one_message_from_rank_0(args, message):
     run = mpinn(*args)
