@@ -1,6 +1,6 @@
 """The cost of deterministic mode: step time against the normal mode, side by side.
 
-    .venv/bin/python bench/deterministic.py [--ranks 2] [--rounds 5] [--group-size 64]
+    .venv/bin/python bench/deterministic.py [--ranks 2] [--rounds 5] [--group-size 128]
 
 Model 784-1024-1024-1024-10 (SGD, float32, one BLAS thread per rank), 512 samples per rank;
 normal and deterministic runs alternate in rounds (the machine is shared and noisy) and the
@@ -22,7 +22,7 @@ def main() -> None:
     parser.add_argument("--ranks", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--steps", type=int, default=10)
-    parser.add_argument("--group-size", type=int, default=64)
+    parser.add_argument("--group-size", type=int, default=128)
     args = parser.parse_args()
     common = ["train", "--batch-per-rank", 512, "--steps", args.steps]
     normal, exact = [], []

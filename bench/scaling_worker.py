@@ -129,7 +129,7 @@ def main() -> None:
     parser.add_argument("--bucket-mb", type=float, default=4.0)
     parser.add_argument("--port", type=int, default=29517)
     parser.add_argument("--deterministic", action="store_true", help="train: exact sums mode")
-    parser.add_argument("--group-size", type=int, default=64, help="train: deterministic groups")
+    parser.add_argument("--group-size", type=int, default=128, help="train: deterministic groups")
     args = parser.parse_args()
     comm = MPI.COMM_WORLD
     result = {"train": train, "torch-ddp": torch_ddp, "allreduce": allreduce}[args.mode](args, comm)

@@ -44,7 +44,7 @@ FLAG_HELP = {
     "resume": "auto: continue from the newest valid checkpoint in --checkpoint-dir; never (default)",
     "watchdog": "abort the job when one communication call waits longer than this many seconds",
     "deterministic": "bitwise the same result at any rank count (exact sums over fixed sample groups)",
-    "group_size": "samples per group in deterministic mode (fixed whatever the rank count; default 64)",
+    "group_size": "samples per group in deterministic mode (fixed whatever the rank count; default 128)",
 }
 
 

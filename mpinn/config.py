@@ -50,7 +50,7 @@ class TrainConfig:
     resume: str = "never"
     watchdog: Optional[float] = None
     deterministic: bool = False
-    group_size: int = 64
+    group_size: int = 128
     stages: Optional[int] = None
     micro_batches: int = 1
     schedule: str = "1f1b"

@@ -42,7 +42,7 @@ class DataParallel(Strategy):
     """
 
     def __init__(self, comm: Communicator, bucket_mb: float = 4.0, overlap: bool = True,
-                 deterministic: bool = False, group_size: int = 64) -> None:
+                 deterministic: bool = False, group_size: int = 128) -> None:
         if not bucket_mb > 0:
             raise ConfigError(f"bucket_mb must be positive, got {bucket_mb!r}")
         self.comm = comm

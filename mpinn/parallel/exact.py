@@ -47,7 +47,7 @@ def group_bounds(n: int, group_size: int, rank: int, size: int) -> list[tuple[in
 class ExactGradients:
     """Sums of group gradients that are exact, hence independent of the grouping over ranks."""
 
-    def __init__(self, comm: Communicator, group_size: int = 64, headroom: int = 8) -> None:
+    def __init__(self, comm: Communicator, group_size: int = 128, headroom: int = 8) -> None:
         if isinstance(group_size, bool) or not isinstance(group_size, int) or group_size < 1:
             raise ConfigError(f"deterministic group size must be a positive integer, got {group_size!r}")
         self.comm, self.group_size, self.headroom = comm, group_size, headroom

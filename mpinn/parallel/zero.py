@@ -39,7 +39,7 @@ class ZeroDataParallel(DataParallel):
     """Data parallelism whose optimizer state (and, at stage 2, reduced gradient) is sharded."""
 
     def __init__(self, comm: Communicator, stage: int = 2, bucket_mb: float = 4.0,
-                 overlap: bool = True, deterministic: bool = False, group_size: int = 64) -> None:
+                 overlap: bool = True, deterministic: bool = False, group_size: int = 128) -> None:
         if stage not in ZERO_STAGES:
             raise ConfigError(f"ZeRO stage must be 1 or 2, got {stage!r}")
         super().__init__(comm, bucket_mb=bucket_mb, overlap=overlap, deterministic=deterministic,
