@@ -5,10 +5,10 @@ Pure functions mirroring what mpinn's strategies do, so the cost model sees the 
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 from mpinn.errors import ConfigError
+from mpinn.layout.stages import partition_blocks
 from mpinn.plan.workload import ModelSpec
 
 
@@ -45,29 +45,14 @@ class Layout:
 
 
 def partition_stages(spec: ModelSpec, stages: int) -> list[range]:
-    """Contiguous layer ranges, one per stage, minimising the largest stage's parameter count."""
+    """Contiguous layer ranges, one per stage, minimising the largest stage's parameter count
+    (the same partition the pipeline strategy makes)."""
     n = spec.num_layers
     if not 1 <= stages <= n:
         raise ConfigError(f"{n} layers cannot be split into {stages} pipeline stages; "
                           f"choose 1 to {n} stages")
-    prefix = [0]
-    for i in range(n):
-        prefix.append(prefix[-1] + spec.layer_params(i))
-    # best[k][j]: smallest possible largest stage when the first j layers form k stages
-    best = [[math.inf] * (n + 1) for _ in range(stages + 1)]
-    cut = [[0] * (n + 1) for _ in range(stages + 1)]
-    best[0][0] = 0
-    for k in range(1, stages + 1):
-        for j in range(k, n + 1):
-            for i in range(k - 1, j):
-                largest = max(best[k - 1][i], prefix[j] - prefix[i])
-                if largest < best[k][j]:
-                    best[k][j], cut[k][j] = largest, i
-    bounds, j = [], n
-    for k in range(stages, 0, -1):
-        bounds.append(range(cut[k][j], j))
-        j = cut[k][j]
-    return bounds[::-1]
+    starts = partition_blocks([spec.layer_params(i) for i in range(n)], stages) + [n]
+    return [range(starts[k], starts[k + 1]) for k in range(stages)]
 
 
 def tensor_pairs(layers: range) -> tuple[list[tuple[int, int]], list[int]]:
