@@ -3,6 +3,7 @@ other ranks can never hang in a collective the failing rank will not reach."""
 
 import os
 import sys
+import tempfile
 
 import pytest
 
@@ -15,6 +16,15 @@ def _world_size() -> int:
     from mpi4py import MPI
 
     return MPI.COMM_WORLD.Get_size()
+
+
+def pytest_configure(config):
+    """Under a launcher every rank gets its own temporary base folder: ranks that shared one
+    would race to clean up each other's old runs. (Tests that share a file across ranks
+    broadcast rank 0's path.)"""
+    rank = os.environ.get("PMI_RANK")
+    if rank is not None and not config.option.basetemp:
+        config.option.basetemp = os.path.join(tempfile.gettempdir(), f"mpinn-pytest-rank{rank}")
 
 
 @pytest.hookimpl(trylast=True)
