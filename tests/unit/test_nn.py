@@ -41,6 +41,19 @@ def test_activation_gradients(layer):
     np.testing.assert_allclose(dx, expected, rtol=1e-5, atol=1e-7)
 
 
+def test_dropout_gradient_with_its_mask_held_fixed():
+    layer, x, w = Dropout(0.4), RNG.normal(size=(6, 5)), RNG.normal(size=(6, 5))
+
+    def forward():
+        layer.rng = np.random.default_rng(9)  # the same mask on every evaluation
+        return layer.forward(x.copy(), training=True)
+    forward()
+    dx = layer.backward(w.copy())
+    expected = numeric_grad(lambda: weighted_sum(forward(), w), x)
+    np.testing.assert_allclose(dx, expected, rtol=1e-6, atol=1e-8)
+    assert np.any(dx == 0) and np.any(dx != 0)
+
+
 def test_dense_gradients_accumulate_into_flat_buffer():
     model = Sequential([Dense(3, input_dim=4)], seed=0, dtype=np.float64)
     x, w = RNG.normal(size=(6, 4)), RNG.normal(size=(6, 3))
