@@ -30,13 +30,13 @@ def pytest_configure(config):
 @pytest.hookimpl(trylast=True)
 def pytest_runtest_logreport(report):
     if report.failed and _world_size() > 1:
-        from mpi4py import MPI
+        from mpinn.parallel import Communicator
 
-        rank = MPI.COMM_WORLD.Get_rank()
-        sys.stderr.write(f"\n[rank {rank}] {report.nodeid} failed:\n{report.longreprtext}\n"
-                         f"[rank {rank}] aborting the MPI job\n")
+        world = Communicator.world()
+        sys.stderr.write(f"\n[rank {world.rank}] {report.nodeid} failed:\n{report.longreprtext}\n"
+                         f"[rank {world.rank}] aborting the MPI job\n")
         sys.stderr.flush()
-        MPI.COMM_WORLD.Abort(1)
+        world.abort(1)
 
 
 @pytest.fixture

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -13,6 +14,7 @@ from mpi4py import MPI
 from mpinn.parallel.watchdog import Watchdog
 
 Method = TypeVar("Method", bound=Callable[..., Any])
+ABORT_GRACE_SECONDS = 0.5
 
 
 def watched(method: Method) -> Method:
@@ -43,10 +45,10 @@ class Communicator:
     @classmethod
     def world(cls, watchdog_seconds: float | None = None) -> "Communicator":
         """COMM_WORLD; with ``watchdog_seconds``, a blocking call stuck that long aborts the job."""
-        rank = MPI.COMM_WORLD.Get_rank()
-        watchdog = (Watchdog(watchdog_seconds, rank, lambda: MPI.COMM_WORLD.Abort(1))
-                    if watchdog_seconds else None)
-        return cls(MPI.COMM_WORLD, watchdog)
+        comm = cls(MPI.COMM_WORLD)
+        if watchdog_seconds:
+            comm.watchdog = Watchdog(watchdog_seconds, comm.rank, comm.abort)
+        return comm
 
     def note_step(self, step: int) -> None:
         """Tell the watchdog (if any) which step is running, for its report."""
@@ -149,6 +151,10 @@ class Communicator:
         return recvbuf
 
     def abort(self, code: int = 1) -> None:
+        """End every rank of the job. The launcher forwards a rank's output through a pipe
+        and may tear down before draining it, so wait a moment for the last words (a
+        traceback, the watchdog's report) to reach the user first."""
+        time.sleep(ABORT_GRACE_SECONDS)
         self.mpi.Abort(code)
 
     def check_identical(self, array: np.ndarray, what: str) -> None:
