@@ -4,6 +4,8 @@ import json
 import os
 import platform
 import statistics
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -47,3 +49,13 @@ def has_torch() -> bool:
     except ImportError:
         return False
     return True
+
+
+def launch_worker(worker: Path, ranks: int, *args, timeout: int = 900) -> dict:
+    """Run ``worker`` under the venv's mpiexec on ``ranks`` ranks (one BLAS thread each) and
+    return the JSON object its rank 0 printed last."""
+    mpiexec = Path(sys.executable).parent / "mpiexec"
+    command = [str(mpiexec), "-n", str(ranks), sys.executable, str(worker), *map(str, args)]
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
+    out = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])

@@ -10,24 +10,17 @@ times are not meaningful; the byte counts and in-flight counts still are.
 """
 
 import argparse
-import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import markdown_table, write_json  # noqa: E402
+from common import launch_worker, markdown_table, write_json  # noqa: E402
 
 WORKER = Path(__file__).resolve().parent / "model_parallel_worker.py"
 
 
 def launch(ranks: int, steps: int) -> dict:
-    mpiexec = Path(sys.executable).parent / "mpiexec"
-    command = [str(mpiexec), "-n", str(ranks), sys.executable, str(WORKER), "--steps", str(steps)]
-    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
-    out = subprocess.run(command, capture_output=True, text=True, timeout=900, env=env, check=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return launch_worker(WORKER, ranks, "--steps", steps)
 
 
 def mb(n: float) -> str:

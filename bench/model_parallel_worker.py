@@ -18,7 +18,6 @@ import common  # noqa: E402,F401  (sets one BLAS thread per rank)
 import numpy as np  # noqa: E402
 from mpi4py import MPI  # noqa: E402
 
-from mpinn.data.samplers import global_batches  # noqa: E402
 from mpinn.layout import GridShape, one_f_one_b, gpipe, peak_in_flight, simulate  # noqa: E402
 from mpinn.nn import Dense, Sequential  # noqa: E402
 from mpinn.optim import SGD  # noqa: E402

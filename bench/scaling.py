@@ -8,24 +8,18 @@ bench/results/scaling.json and, with matplotlib, bench/results/scaling.png.
 """
 
 import argparse
-import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, has_torch, markdown_table, write_json  # noqa: E402
+from common import RESULTS, has_torch, launch_worker, markdown_table, write_json  # noqa: E402
 
 WORKER = Path(__file__).resolve().parent / "scaling_worker.py"
 
 
 def launch(ranks: int, *args) -> dict:
-    mpiexec = Path(sys.executable).parent / "mpiexec"
-    command = [str(mpiexec), "-n", str(ranks), sys.executable, str(WORKER), *map(str, args)]
-    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
-    out = subprocess.run(command, capture_output=True, text=True, timeout=900, env=env, check=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return launch_worker(WORKER, ranks, *args)
 
 
 

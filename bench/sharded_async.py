@@ -11,25 +11,18 @@ bench/results/sharded_async.json and prints markdown tables.
 """
 
 import argparse
-import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import markdown_table, write_json  # noqa: E402
+from common import launch_worker, markdown_table, write_json  # noqa: E402
 
 WORKER = Path(__file__).resolve().parent / "sharded_async_worker.py"
 MB = 2**20
 
 
 def launch(ranks: int, *args) -> dict:
-    mpiexec = Path(sys.executable).parent / "mpiexec"
-    command = [str(mpiexec), "-n", str(ranks), sys.executable, str(WORKER), *map(str, args)]
-    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
-    out = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env, check=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return launch_worker(WORKER, ranks, *args, timeout=600)
 
 
 TRAINING = [("sync", 2, []), ("local-sgd k=8", 2, ["--sync-every", 8]),

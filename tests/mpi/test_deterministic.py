@@ -4,7 +4,6 @@ mpiexec -n 1, 2, 3, 4; each rank also trains the one-rank reference on COMM_SELF
 import hashlib
 import shutil
 
-import numpy as np
 import pytest
 
 from mpinn.data import make_classification
