@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 
 from mpinn.data import digits, make_classification
-from mpinn.data.samplers import global_batches, make_sampler
 from mpinn.errors import ConfigError
 from mpinn.nn import Dense, Sequential
 from mpinn.optim import SGD, Adam
 from mpinn.parallel import Communicator, DataParallel
 from mpinn.parallel.async_ps import AsyncParameterServer
 from mpinn.parallel.local_sgd import LocalSGD
+from steps import train_steps
 
 pytestmark = [pytest.mark.mpi, pytest.mark.timeout(120)]
 
@@ -32,12 +32,7 @@ def make_model(optimizer, inputs=6, classes=3, hidden=16):
 
 def train(strategy, optimizer, steps=24, batch_size=15):
     model = make_model(optimizer)
-    strategy.setup(model)
-    sampler = make_sampler("random", len(X), seed=model.seed)
-    batches = [b for epoch in range(steps) for b in global_batches(sampler.epoch_order(epoch), batch_size)]
-    for batch in batches[:steps]:
-        strategy.train_step(model, X, Y, batch)
-    strategy.finish(model)
+    train_steps(strategy, model, X, Y, steps, batch_size)
     return model
 
 

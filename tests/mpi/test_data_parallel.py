@@ -11,7 +11,7 @@ from mpinn.nn import Dense, Sequential
 from mpinn.optim import SGD, Adam
 from mpinn.parallel import Communicator, DataParallel
 from mpinn.train import evaluate
-from mpinn.data.samplers import global_batches, make_sampler
+from steps import train_steps
 
 pytestmark = pytest.mark.mpi
 
@@ -27,16 +27,8 @@ def make_model(optimizer):
 
 def train(strategy, optimizer, steps, batch_size, check=None, accumulation_steps=1):
     model = make_model(optimizer)
-    strategy.setup(model)
-    sampler, done = make_sampler("random", len(X), seed=model.seed), 0
-    for epoch in range(10**6):
-        for batch in global_batches(sampler.epoch_order(epoch), batch_size):
-            strategy.train_step(model, X, Y, batch, accumulation_steps)
-            if check:
-                check(model)
-            done += 1
-            if done == steps:
-                return model
+    train_steps(strategy, model, X, Y, steps, batch_size, accumulation_steps, after_step=check)
+    return model
 
 
 @pytest.mark.parametrize("optimizer", [lambda: Adam(lr=0.01), lambda: SGD(lr=0.1, momentum=0.9)],

@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 
 from mpinn.data import make_classification
-from mpinn.data.samplers import global_batches, make_sampler
 from mpinn.errors import ConfigError
 from mpinn.nn import Dense, Sequential
 from mpinn.optim import SGD, Adam
 from mpinn.parallel import Communicator, DataParallel, ModelParallel
 from mpinn.layout import GridShape
+from steps import train_steps
 
 pytestmark = pytest.mark.mpi
 
@@ -31,12 +31,7 @@ def deep_model(optimizer):
 
 def train(strategy, optimizer, steps=4, batch_size=13):
     model = deep_model(optimizer)
-    strategy.setup(model)
-    sampler, tally = make_sampler("random", len(X), seed=model.seed), np.zeros(3)
-    batches = [b for epoch in range(3) for b in global_batches(sampler.epoch_order(epoch), batch_size)]
-    for batch in batches[:steps]:
-        tally += strategy.train_step(model, X, Y, batch)
-    strategy.finish(model)
+    tally = train_steps(strategy, model, X, Y, steps, batch_size)
     return model, strategy.reduce_sum(tally)
 
 

@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 
 from mpinn.data import make_classification
-from mpinn.data.samplers import global_batches, make_sampler
 from mpinn.errors import ConfigError
 from mpinn.nn import Dense, Sequential
 from mpinn.optim import SGD, Adam
 from mpinn.parallel import Communicator, DataParallel
 from mpinn.parallel.sharding import state_bytes
 from mpinn.parallel.zero import ZeroDataParallel
+from steps import train_steps
 
 pytestmark = [pytest.mark.mpi, pytest.mark.timeout(120)]
 
@@ -31,12 +31,7 @@ def make_model(optimizer):
 
 def train(strategy, optimizer, steps=30, batch_size=14):
     model = make_model(optimizer)
-    strategy.setup(model)
-    sampler = make_sampler("random", len(X), seed=model.seed)
-    batches = [b for epoch in range(steps) for b in global_batches(sampler.epoch_order(epoch), batch_size)]
-    for batch in batches[:steps]:
-        strategy.train_step(model, X, Y, batch)
-    strategy.finish(model)
+    train_steps(strategy, model, X, Y, steps, batch_size)
     return model
 
 
