@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 from launch import mpinn
 
+from mpinn.export import read_safetensors
+
 
 def test_train_evaluate_predict_round_trip(tmp_path):
     model, metrics = tmp_path / "model.npz", tmp_path / "metrics.jsonl"
@@ -31,6 +33,14 @@ def test_train_evaluate_predict_round_trip(tmp_path):
     assert run.returncode == 0, run.stderr
     assert np.load(out).shape == (450, 10)
 
+    weights = tmp_path / "model.safetensors"
+    run = mpinn("export", "--model", model, "--output", weights)
+    assert run.returncode == 0 and run.stdout.count("parameters written to") == 1, run.stderr
+    exported = read_safetensors(weights)
+    with np.load(model) as saved:
+        assert exported["0.weight"].shape == (64, 64) and exported["2.bias"].shape == (10,)
+        assert sum(a.size for a in exported.values()) == saved["params"].size
+
 
 def test_toml_config_and_flags(tmp_path):
     config = tmp_path / "run.toml"
@@ -50,6 +60,10 @@ def test_toml_config_and_flags(tmp_path):
     (["train", "--optimizer", "adagrad"], "unknown optimizer 'adagrad'"),
     (["evaluate", "--model", "missing.npz"], "cannot read model file missing.npz"),
     (["train", "--deterministic", "--strategy", "pipeline"], "--deterministic covers --strategy data and zero"),
+    (["train", "--resume", "auto"], "resume auto needs a checkpoint directory"),
+    (["train", "--watchdog", "0"], "watchdog must be a positive number of seconds"),
+    (["train", "--group-size", "0"], "group_size must be a positive integer"),
+    (["export", "--model", "missing.npz", "--output", "w.safetensors"], "cannot read model file missing.npz"),
 ])
 def test_bad_input_exits_2_with_one_message_from_rank_0(args, message):
     run = mpinn(*args)
