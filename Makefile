@@ -12,7 +12,7 @@ MPI_PYTEST := $(BIN)/python -m pytest tests/mpi --with-mpi -q -p no:cacheprovide
 # Rank 0 reports; the other ranks' stdout is dropped (a failing rank still reports on stderr).
 RANK0_ONLY := sh -c 'if [ "$${PMI_RANK:-0}" = 0 ]; then exec "$$0" "$$@"; else exec "$$0" "$$@" >/dev/null; fi'
 
-.PHONY: demo test test-unit test-mpi test-slurm bench clean
+.PHONY: demo test test-unit test-mpi test-slurm test-cluster bench clean
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,13 @@ test-mpi: $(VENV)/.installed
 test-slurm: $(VENV)/.installed
 	timeout -k 10 $(MPI_TIMEOUT) $(BIN)/python -m pytest tests/slurm -q -rs -p no:cacheprovider; \
 		status=$$?; bash tests/slurm/stop-local-slurm.sh >/dev/null; exit $$status
+
+# A subset of the MPI tests and a killed rank on 2 emulated nodes x 2 ranks, over 1 Gbit/s links
+# in network namespaces (tests/cluster; root, ip and tc), skipped with the reason elsewhere.
+# The stop afterwards deletes the namespaces the tests recorded, even after the timeout.
+test-cluster: $(VENV)/.installed
+	timeout -k 10 $(MPI_TIMEOUT) $(BIN)/python -m pytest tests/cluster -q -rs -p no:cacheprovider; \
+		status=$$?; $(BIN)/python tests/cluster/cluster.py stop --name mpt >/dev/null; exit $$status
 
 # PyTorch, the optional peer in the tables: $(BIN)/pip install torch==2.13.0
 bench: $(VENV)/.installed
