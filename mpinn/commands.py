@@ -10,6 +10,7 @@ import numpy as np
 
 from mpinn.config import TrainConfig
 from mpinn.data import Dataset, load_dataset
+from mpinn.data.validate import check_features, check_xy
 from mpinn.errors import ConfigError
 from mpinn.export import export_model
 from mpinn.nn import Dense, Sequential
@@ -110,16 +111,24 @@ def train(config: TrainConfig) -> int:
               f"{model.input_dim}-{'-'.join(map(str, config.hidden))}-{model.output_dim} "
               f"({model.num_params} parameters), {config.strategy} parallel over {comm.size} "
               f"rank(s), global batch {config.batch_size}", flush=True)
-    callbacks = default_callbacks(comm, 1, config.metrics, config.verbose_ranks)
+    check_test_set(model, data)
+    callbacks = default_callbacks(comm, config.verbose, config.metrics, config.verbose_ranks)
     model.fit(data.x_train, data.y_train, epochs=config.epochs, batch_size=config.batch_size,
-              validation_data=(data.x_test, data.y_test), shuffle=config.sampler == "random",
+              validation_split=config.validation_split, shuffle=config.sampler == "random",
               drop_last=config.drop_last, accumulation_steps=config.accumulation_steps,
-              strategy=strategy, callbacks=callbacks, checkpoint=checkpointing(config))
+              strategy=strategy, callbacks=callbacks, checkpoint=checkpointing(config),
+              verbose=config.verbose, log_every=config.log_every)
     _report(comm, "test", model.evaluate(data.x_test, data.y_test, strategy=strategy))
     if config.save and comm.is_root:
         model.save(config.save)
         print(f"model written to {config.save}", flush=True)
     return 0
+
+
+def check_test_set(model: Sequential, data: Dataset) -> None:
+    """The test set is scored only at the end: check it before the first step, by its name."""
+    check_features(data.x_test, model.input_dim, name="x_test")
+    check_xy(data.x_test, data.y_test, n_classes=data.n_classes or None, name="x_test")
 
 
 def checkpointing(config: TrainConfig) -> Checkpointing | None:

@@ -43,7 +43,10 @@ class TrainConfig:
     threads: int = 1
     metrics: Optional[str] = None
     save: Optional[str] = None
+    verbose: int = 1
     verbose_ranks: bool = False
+    log_every: Optional[int] = None
+    validation_split: float = 0.1
     checkpoint_dir: Optional[str] = None
     checkpoint_every: int = 0
     keep_checkpoints: int = 3
@@ -70,6 +73,7 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and not value > 0:
                 raise ConfigError(f"{name} must be a positive number, got {value}")
+        self._check_reporting()
         if any(width < 1 for width in self.hidden):
             raise ConfigError(f"hidden layer sizes must be positive integers, got {list(self.hidden)}")
         if self.grid is not None and self.strategy == "data":  # --grid alone means --strategy grid
@@ -81,6 +85,16 @@ class TrainConfig:
         self._check_checkpointing()
         self._check_deterministic()
         self._check_sharded_and_async()
+
+    def _check_reporting(self) -> None:
+        if self.verbose not in (0, 1, 2):
+            raise ConfigError(f"verbose must be 0 (silent), 1 (progress) or 2 (one line per epoch), "
+                              f"got {self.verbose}")
+        if self.log_every is not None and self.log_every < 1:
+            raise ConfigError(f"log_every must be a positive integer, got {self.log_every}")
+        if not 0.0 <= self.validation_split < 1.0:
+            raise ConfigError(f"validation_split must lie in [0, 1) (0: no validation), "
+                              f"got {self.validation_split}")
 
     def _check_checkpointing(self) -> None:
         if self.resume not in RESUME_CHOICES:

@@ -36,14 +36,14 @@ def group_count(world_size: int, ranks_per_config: int) -> int:
     return world_size // ranks_per_config
 
 
-def train_configuration(config: TrainConfig, data: Dataset, comm: Communicator,
-                        validation_split: float) -> tuple[dict[str, Any], np.ndarray]:
+def train_configuration(config: TrainConfig, data: Dataset,
+                        comm: Communicator) -> tuple[dict[str, Any], np.ndarray]:
     """Train one configuration over ``comm``; its scores and its test-set predictions."""
     model = build_model(config, data)
     strategy = make_strategy(config, comm)
     start = time.perf_counter()
     history = model.fit(data.x_train, data.y_train, epochs=config.epochs, batch_size=config.batch_size,
-                        validation_split=validation_split, shuffle=config.sampler == "random",
+                        validation_split=config.validation_split, shuffle=config.sampler == "random",
                         drop_last=config.drop_last, accumulation_steps=config.accumulation_steps,
                         strategy=strategy, callbacks=[], verbose=0)
     seconds = time.perf_counter() - start
@@ -65,7 +65,7 @@ def run_sweep(spec: SweepSpec, comm: Communicator) -> dict[str, Any] | None:
     data = load_dataset(spec.base.dataset, seed=spec.base.seed)
     rows, predictions = [], None
     for index in range(group, len(spec.configs), groups):
-        row, outputs = train_configuration(spec.configs[index], data, group_comm, spec.validation_split)
+        row, outputs = train_configuration(spec.configs[index], data, group_comm)
         rows.append({"config": index, **spec.label(index), **row, "group": group})
         predictions = outputs if predictions is None else predictions + outputs
     gathered = comm.gather_obj(rows if group_comm.is_root else [])

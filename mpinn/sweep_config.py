@@ -7,7 +7,7 @@ Stdlib only (like :mod:`mpinn.config`), so the CLI reads it before numpy loads::
     [vary]                # a list of values per train key; every combination is one run
     lr = [0.001, 0.01]
     hidden = [[32], [64, 32]]
-    [sweep]               # how: ranks_per_config, ensemble, output, validation_split
+    [sweep]               # how: ranks_per_config, ensemble, output
     ranks_per_config = 2
 
 Flags: the train flags set the base, ``--vary KEY=VALUE`` (repeated) adds a value to vary,
@@ -26,10 +26,9 @@ from typing import Any
 from mpinn.config import TrainConfig, known_keys, make_config, read_toml
 from mpinn.errors import ConfigError
 
-SWEEP_OPTIONS: dict[str, Any] = {"ranks_per_config": 1, "ensemble": False, "output": "sweep.json",
-                                 "validation_split": 0.2}
+SWEEP_OPTIONS: dict[str, Any] = {"ranks_per_config": 1, "ensemble": False, "output": "sweep.json"}
 PER_RUN_OUTPUTS = ("save", "metrics", "checkpoint_dir")  # every run would write the same file
-NOT_VARIED = ("dataset", "threads") + PER_RUN_OUTPUTS  # one data split and one BLAS setting for all
+NOT_VARIED = ("dataset", "threads", "validation_split") + PER_RUN_OUTPUTS  # one data split and one BLAS setting for all
 TABLES = ("train", "vary", "sweep")
 
 
@@ -43,7 +42,6 @@ class SweepSpec:
     ranks_per_config: int = 1
     ensemble: bool = False
     output: str = "sweep.json"
-    validation_split: float = 0.2
 
     def label(self, index: int) -> dict[str, Any]:
         """The varied settings of run ``index`` (JSON-friendly values)."""
@@ -71,6 +69,9 @@ def make_sweep_spec(base: dict[str, Any], varied: dict[str, list[Any]],
     combos = itertools.product(*([[v] if k in tuple_keys and isinstance(v, int) else v for v in vs]
                                  for k, vs in varied.items()))
     configs = tuple(make_config({**base, **dict(zip(varied, combo))}) for combo in combos)
+    if not configs[0].validation_split:
+        raise ConfigError("a sweep ranks its runs on held-out data: validation_split must lie in "
+                          "(0, 1), got 0")
     tried = {key: _distinct(_plain(getattr(config, key)) for config in configs) for key in varied}
     return SweepSpec(make_config(base), tried, configs, **settings)
 
@@ -85,9 +86,6 @@ def _check_options(settings: dict[str, Any]) -> None:
     ranks = settings["ranks_per_config"]
     if isinstance(ranks, bool) or not isinstance(ranks, int) or ranks < 1:
         raise ConfigError(f"ranks_per_config must be a positive integer, got {ranks!r}")
-    split = settings["validation_split"]
-    if isinstance(split, bool) or not isinstance(split, (int, float)) or not 0 < split < 1:
-        raise ConfigError(f"validation_split must lie in (0, 1), got {split!r}")
     if not isinstance(settings["ensemble"], bool) or not isinstance(settings["output"], str):
         raise ConfigError("ensemble must be true or false and output a file name")
 
@@ -118,8 +116,6 @@ def add_sweep_command(commands, flag_help: dict[str, str]) -> None:
     sweep.add_argument("--ensemble", action="store_true", default=None,
                        help="also average every run's test predictions and score the ensemble")
     sweep.add_argument("--output", help="JSON file of the results (default sweep.json)")
-    sweep.add_argument("--validation-split", type=float,
-                       help="last fraction of the training set held out to rank runs (default 0.2)")
 
 
 def sweep_spec(args: argparse.Namespace) -> SweepSpec:

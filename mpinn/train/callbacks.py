@@ -8,6 +8,8 @@ import time
 from pathlib import Path
 from typing import Any, TextIO
 
+from mpinn.train.progress import format_rate, format_seconds
+
 
 class Callback:
     """Hooks called by the training loop on every rank; each callback decides who acts."""
@@ -18,6 +20,10 @@ class Callback:
     def on_step_end(self, record: dict[str, Any]) -> None:
         """A logging window of steps ended; ``record`` holds metrics reduced over ranks."""
 
+    def on_progress(self, record: dict[str, Any]) -> None:
+        """A progress point (see :mod:`mpinn.train.progress`): step, steps, loss, accuracy,
+        samples_per_s, elapsed_s and eta_s, reduced over ranks."""
+
     def on_epoch_end(self, epoch: int, values: dict[str, Any]) -> None:
         """An epoch ended; ``values`` holds its reduced loss/accuracy (and validation)."""
 
@@ -25,22 +31,33 @@ class Callback:
         """Training finished."""
 
 
+NOT_SHOWN = ("step", "epoch", "samples", "seconds")
+
+
 def format_values(values: dict[str, Any]) -> str:
-    return "  ".join(f"{k} {v:.4f}" for k, v in values.items() if k not in ("step", "epoch"))
+    return "  ".join(f"{k} {v:.4f}" for k, v in values.items() if k not in NOT_SHOWN)
 
 
 class ProgressLogger(Callback):
-    """Per-epoch lines (or a tqdm bar on a terminal) from rank 0, or from every rank if asked."""
+    """What rank 0 (or every rank, if asked) shows, with Keras' ``verbose`` meanings.
 
-    def __init__(self, rank: int, all_ranks: bool = False, stream: TextIO | None = None) -> None:
+    verbose 1: on a terminal a tqdm bar per epoch; otherwise (mpiexec and Slurm pipe the
+    output) a line at every progress point: step/total, loss, samples/s, elapsed and ETA.
+    verbose 2: one line per epoch. Epoch lines show the epoch's time and samples/s.
+    """
+
+    def __init__(self, rank: int, all_ranks: bool = False, stream: TextIO | None = None,
+                 verbose: int = 1) -> None:
         self.active = rank == 0 or all_ranks
         self.prefix = f"[rank {rank}] " if all_ranks else ""
         self.stream = stream or sys.stdout
+        self.verbose = verbose
         self.bar = None
 
     def on_train_begin(self, epochs: int, steps_per_epoch: int, start_step: int = 0) -> None:
         self.epochs, self.steps_per_epoch = epochs, steps_per_epoch
-        self.use_bar = self.active and not self.prefix and self.stream.isatty() and _has_tqdm()
+        self.use_bar = (self.active and self.verbose == 1 and not self.prefix
+                        and self.stream.isatty() and _has_tqdm())
         self.epoch_start = time.perf_counter()
 
     def on_step_end(self, record: dict[str, Any]) -> None:
@@ -48,6 +65,12 @@ class ProgressLogger(Callback):
             done_in_epoch = record["step"] - record["epoch"] * self.steps_per_epoch
             self._bar().update(done_in_epoch - self._bar().n)
             self._bar().set_postfix(loss=f"{record['loss']:.4f}", acc=f"{record['accuracy']:.3f}")
+
+    def on_progress(self, record: dict[str, Any]) -> None:
+        if self.active and self.verbose == 1 and not self.use_bar:
+            print(f"{self.prefix}step {record['step']}/{record['steps']}  loss {record['loss']:.4f}  "
+                  f"{format_rate(record['samples_per_s'])}  elapsed {format_seconds(record['elapsed_s'])}"
+                  f"  ETA {format_seconds(record['eta_s'])}", file=self.stream, flush=True)
 
     def _bar(self):
         if self.bar is None:
@@ -60,10 +83,11 @@ class ProgressLogger(Callback):
         if self.bar is not None:
             self.bar.close()
             self.bar = None
-        if self.active:
+        if self.active and self.verbose:
             seconds = time.perf_counter() - self.epoch_start
+            rate = format_rate(values.get("samples", 0) / seconds) if seconds > 0 else ""
             print(f"{self.prefix}epoch {epoch + 1}/{self.epochs}  {format_values(values)}  "
-                  f"({seconds:.2f} s)", file=self.stream, flush=True)
+                  f"({format_seconds(seconds)}, {rate})", file=self.stream, flush=True)
         self.epoch_start = time.perf_counter()
 
 
@@ -105,7 +129,7 @@ def default_callbacks(comm, verbose: int = 1, metrics_path: str | Path | None = 
                       verbose_ranks: bool = False) -> list[Callback]:
     callbacks: list[Callback] = []
     if verbose:
-        callbacks.append(ProgressLogger(comm.rank, all_ranks=verbose_ranks))
+        callbacks.append(ProgressLogger(comm.rank, all_ranks=verbose_ranks, verbose=verbose))
     if metrics_path:
         callbacks.append(MetricsLog(metrics_path, comm.rank))
     return callbacks

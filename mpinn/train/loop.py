@@ -21,6 +21,9 @@ from mpinn.train.callbacks import Callback, default_callbacks
 from mpinn.train.checkpoint import Progress
 from mpinn.train.checkpointing import Checkpointing
 from mpinn.train.metrics import summarize
+from mpinn.train.progress import ProgressTicker
+
+DEFAULT_LOG_EVERY = 10
 
 
 @dataclass
@@ -40,12 +43,14 @@ def fit(model, x: np.ndarray, y: np.ndarray, *, epochs: int = 1, batch_size: int
         validation_data: tuple[np.ndarray, np.ndarray] | None = None,
         validation_split: float = 0.0, shuffle: bool = True, drop_last: bool = False,
         accumulation_steps: int = 1, strategy: Any = None, callbacks: list[Callback] | None = None,
-        verbose: int = 1, log_every: int = 10, checkpoint: Checkpointing | None = None) -> History:
+        verbose: int = 1, log_every: int | None = None, checkpoint: Checkpointing | None = None) -> History:
     """Train ``model`` (compiled) on (x, y); ``batch_size`` is the GLOBAL batch.
 
     Every rank passes the same x and y; each takes its contiguous part of every global
     batch, so the result equals one rank's for the same seed and batch size. ``epochs`` is
     the total: with ``checkpoint`` resuming at epoch e, batch b, training goes on from there.
+    ``log_every`` is the metrics-record window (default 10 steps); with ``verbose=1`` a
+    progress line comes every ``log_every`` steps if given, else about every 10 s.
     """
     x, y, validation_data = _checked_inputs(model, x, y, epochs, batch_size, validation_data,
                                             validation_split, accumulation_steps)
@@ -54,9 +59,11 @@ def fit(model, x: np.ndarray, y: np.ndarray, *, epochs: int = 1, batch_size: int
     callbacks = default_callbacks(strategy.comm, verbose) if callbacks is None else callbacks
     sampler = make_sampler("random" if shuffle else "contiguous", len(x), model.seed)
     progress = checkpoint.start(model, strategy) if checkpoint else Progress()
-    history, window = History(), _Window(strategy, log_every)
+    steps_per_epoch = num_batches(len(x), batch_size, drop_last)
+    history, window = History(), _Window(strategy, log_every or DEFAULT_LOG_EVERY)
+    ticker = ProgressTicker(strategy, epochs * steps_per_epoch, progress.step, log_every) if verbose == 1 else None
     for callback in callbacks:
-        callback.on_train_begin(epochs, num_batches(len(x), batch_size, drop_last), progress.step)
+        callback.on_train_begin(epochs, steps_per_epoch, progress.step)
     try:
         while progress.epoch < epochs:
             batches = list(global_batches(sampler.epoch_order(progress.epoch), batch_size, drop_last))
@@ -67,6 +74,8 @@ def fit(model, x: np.ndarray, y: np.ndarray, *, epochs: int = 1, batch_size: int
                 progress.batch += 1
                 progress.step += 1
                 window.add(part, progress, callbacks)
+                if ticker:
+                    ticker.add(part, progress.step, callbacks)
                 if checkpoint:
                     checkpoint.after_step(model, strategy, progress)
             _end_epoch(model, strategy, progress, validation_data, batch_size, history, callbacks)
@@ -84,10 +93,10 @@ def fit(model, x: np.ndarray, y: np.ndarray, *, epochs: int = 1, batch_size: int
 def _end_epoch(model, strategy, progress: Progress, validation_data, batch_size: int,
                history: History, callbacks: list[Callback]) -> None:
     """Reduce and report the epoch's metrics, then move ``progress`` to the next epoch."""
-    values = _epoch_values(model, strategy, progress.epoch_tally, validation_data, batch_size)
+    values, samples = _epoch_values(model, strategy, progress.epoch_tally, validation_data, batch_size)
     history.record(progress.epoch, values)
     for callback in callbacks:
-        callback.on_epoch_end(progress.epoch, {"step": progress.step, **values})
+        callback.on_epoch_end(progress.epoch, {"step": progress.step, **values, "samples": samples})
     progress.epoch, progress.batch, progress.epoch_tally = progress.epoch + 1, 0, np.zeros(3)
 
 
@@ -122,7 +131,9 @@ def evaluate(model, x: np.ndarray, y: np.ndarray, batch_size: int = 1024,
     return (loss, accuracy) if model.metrics else loss
 
 
-def _epoch_values(model, strategy, tally, validation_data, batch_size) -> dict[str, float]:
+def _epoch_values(model, strategy, tally, validation_data,
+                  batch_size) -> tuple[dict[str, float], int]:
+    """The epoch's reduced loss/accuracy (and validation's), and its training sample count."""
     tallies = [tally]
     if validation_data is not None:
         tallies.append(strategy.evaluate_tally(model, *validation_data, max(batch_size, 1024)))
@@ -133,7 +144,7 @@ def _epoch_values(model, strategy, tally, validation_data, batch_size) -> dict[s
         values[prefix + "loss"] = loss
         if model.metrics:
             values[prefix + "accuracy"] = accuracy
-    return values
+    return values, int(reduced[0][2])
 
 
 def _step_record(strategy, window, step, epoch, window_start, comm_start) -> dict[str, float]:

@@ -20,7 +20,7 @@ BASE = {"dataset": "digits", "hidden": [16], "epochs": 2, "batch_size": 64}
 def alone(spec):
     """Each configuration trained by this rank alone: (row, test predictions) per config."""
     data = load_dataset(spec.base.dataset, seed=spec.base.seed)
-    return [train_configuration(config, data, Communicator.local(), spec.validation_split)
+    return [train_configuration(config, data, Communicator.local())
             for config in spec.configs]
 
 

@@ -13,7 +13,7 @@ from launch import mpiexec, mpinn, rank_pid, start_mpinn, wait_for
 
 from mpinn.train.checkpoint import list_checkpoints
 
-RUN = ("train", "--hidden", "256,256", "--batch-size", "16", "--seed", "3")
+RUN = ("train", "--hidden", "256,256", "--batch-size", "16", "--seed", "3", "--validation-split", "0")
 
 
 def params(path):
@@ -172,7 +172,7 @@ def bad_data(tmp_path, kind):
 
 
 @pytest.mark.parametrize("kind, message", [
-    ("wrong shape", "x has 7 features but the model expects 6"),
+    ("wrong shape", "x_test has 7 features but the model expects 6"),
     ("nan", "x contains 1 NaN and 0 Inf values (first in row 5)"),
     ("labels", "labels must be >= 0"),
     ("truncated", "cannot read"),

@@ -36,12 +36,25 @@ def test_every_combination_is_one_configuration_in_order():
     ({"dataset": ["xor"]}, {}, "'dataset' cannot be varied"),
     ({"lr": []}, {}, "must be a non-empty list"),
     ({"lr": [-1]}, {}, "lr must be a positive number"),
-    ({"lr": [0.1]}, {"validation_split": 1.5}, r"validation_split must lie in \(0, 1\)"),
+    ({"lr": [0.1]}, {"validation_split": 0.2}, "unknown sweep option 'validation_split'"),
     ({"lr": [0.1]}, {"ranks_per_config": 0}, "ranks_per_config must be a positive integer"),
 ])
 def test_bad_grids_are_rejected_with_the_valid_choices(varied, options, message):
     with pytest.raises(ConfigError, match=message):
         make_sweep_spec({}, varied, options)
+
+
+@pytest.mark.parametrize("split, message", [
+    (1.5, r"validation_split must lie in \[0, 1\)"),
+    (0.0, r"ranks its runs on held-out data: validation_split must lie in \(0, 1\), got 0"),
+])
+def test_a_sweep_needs_a_held_out_split(split, message):
+    with pytest.raises(ConfigError, match=message):
+        make_sweep_spec({"validation_split": split}, {"lr": [0.1]}, {})
+
+
+def test_train_and_sweep_share_one_validation_split_default():
+    assert make_sweep_spec({}, {"lr": [0.1]}, {}).configs[0].validation_split == 0.1
 
 
 def test_a_group_size_must_divide_the_world():
