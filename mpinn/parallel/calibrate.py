@@ -179,7 +179,8 @@ def _network(comm: Communicator, nodes: list[int], sizes: Sizes) -> dict:
         network["inter_node"] = link_entry(ping_pong(comm.mpi, other[0], sizes), world_collectives)
     if same:
         node_comm = comm.mpi.Split(nodes[comm.rank], comm.rank)
-        intra_collectives = measure_collectives(node_comm, sizes) if not other else world_collectives
+        # Across nodes, within each node (all nodes at once, as a run's groups would be).
+        intra_collectives = measure_collectives(node_comm, sizes) if other else world_collectives
         node_comm.Free()
         network["intra_node"] = link_entry(ping_pong(comm.mpi, same[0], sizes), intra_collectives)
     else:
@@ -192,7 +193,8 @@ def calibrate(comm: Communicator, spec: ModelSpec, sizes: Sizes = Sizes()) -> di
     """Measure and return the profile dict on rank 0 (None on the other ranks).
 
     With one rank the ``network`` part is null: only compute was measured. Collective
-    fits over the world are attached to the inter-node link when the run spans nodes.
+    fits over the world are attached to the inter-node link when the run spans nodes, and
+    fits within each node (measured on every node at once) to the intra-node link.
     """
     nodes, ranks_per_node = _node_layout(comm)
     cores = os.cpu_count() or 1

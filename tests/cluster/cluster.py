@@ -33,6 +33,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 LAUNCHER = HERE / "netns-launcher.sh"
 BRIDGE = "br0"
+BURST_FLOOR = 16384  # bytes: above one full-size frame, as tbf requires
 CANDIDATE_SUBNETS = [f"10.{b}.{c}.0/24" for b in (213, 214, 215) for c in (7, 8, 9)]
 
 
@@ -105,8 +106,19 @@ def free_subnet() -> str:
 
 
 def _shape(namespace: str, device: str, rate: str) -> None:
+    """Token bucket at ``rate`` whose bucket holds 1 ms of traffic: a larger one would let
+    every message below its size through at the host's speed after an idle moment."""
     _run("ip", "netns", "exec", namespace, "tc", "qdisc", "replace", "dev", device, "root",
-         "tbf", "rate", rate, "burst", "256kb", "latency", "100ms")
+         "tbf", "rate", rate, "burst", str(max(BURST_FLOOR, int(bits_per_s(rate) / 8 / 1000))),
+         "latency", "100ms")
+
+
+def bits_per_s(rate: str) -> float:
+    """tc's rate syntax ("0.25gbit", "500mbit", "1000kbit") in bits per second."""
+    for suffix, scale in (("gbit", 1e9), ("mbit", 1e6), ("kbit", 1e3), ("bit", 1.0)):
+        if rate.endswith(suffix):
+            return float(rate[:-len(suffix)]) * scale
+    raise ValueError(f"link rate {rate!r} must end in gbit, mbit, kbit or bit (tc syntax)")
 
 
 def _record(path: Path, cluster: Cluster) -> None:
@@ -119,6 +131,8 @@ def start(nodes: int, rate: str | None, name: str = "mpc") -> Cluster:
     reason = why_unavailable()
     if reason:
         raise RuntimeError(reason)
+    if rate:
+        bits_per_s(rate)
     stop(name)
     subnet = ipaddress.ip_network(free_subnet())
     hosts = list(subnet.hosts())

@@ -27,7 +27,9 @@ import json, socket
 from mpi4py import MPI
 world = MPI.COMM_WORLD
 node = world.Split_type(MPI.COMM_TYPE_SHARED)
-print(json.dumps(world.gather([socket.gethostname(), node.Get_size()])), flush=True)
+placed = world.gather([socket.gethostname(), node.Get_size()])
+if world.rank == 0:
+    print(json.dumps(placed), flush=True)
 """
 RUN = ("train", "--hidden", "256,256", "--batch-size", "16", "--seed", "3", "--epochs", "6")
 
@@ -68,6 +70,21 @@ def test_the_mpi_tests_pass_across_the_nodes_and_cross_the_link(cluster):
     assert "passed" in summary and "failed" not in summary and "error" not in summary, summary
     sent = {node: count - before[node] for node, count in cluster.link_bytes().items()}
     assert all(count > 1e5 for count in sent.values()), sent  # traffic went between the nodes
+
+
+def test_calibrate_measures_the_links_within_and_between_the_nodes(cluster, tmp_path):
+    path = tmp_path / "profile.json"
+    run = across(cluster, [sys.executable, "-m", "mpinn", "calibrate", "--quick", "--model", "32,64,10",
+                           "--output", path], timeout=120)
+    assert run.returncode == 0, run.stderr
+    profile = json.loads(path.read_text())
+    assert profile["nodes"] == 2 and profile["ranks_per_node"] == 2
+    network = profile["network"]
+    assert network["intra_node"]["collectives"]["allreduce"]["ranks"] == 2   # within a node
+    assert network["inter_node"]["collectives"]["allreduce"]["ranks"] == 4   # the whole job
+    # A 64 KiB ping-pong crosses a 1 Gbit/s link in 524 us or more: the link was measured.
+    crossing = {p["bytes"]: p["seconds"] for p in network["inter_node"]["ping_pong"]}
+    assert crossing[65536] > 65536 * 8 / 1e9
 
 
 def test_a_rank_killed_on_the_other_node_ends_the_job_and_resume_finishes(cluster, tmp_path):
