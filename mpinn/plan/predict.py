@@ -58,10 +58,24 @@ class _Context:
         consecutive ranks (inter-node once that exceeds a node)."""
         return self.profile.link(group_span > self.profile.ranks_per_node).step_cost(collective)
 
-    def p2p(self, nbytes: float) -> float:
-        span = self.layout.tensor * self.layout.pipeline
-        link = self.profile.link(span > self.profile.ranks_per_node)
+    def p2p(self, nbytes: float, stage: int) -> float:
+        """A message between pipeline stages ``stage`` and ``stage + 1``."""
+        link = self.profile.link(self.boundary_spans_nodes(stage))
         return costs.point_to_point_seconds(nbytes, link.point_to_point)
+
+    def boundary_spans_nodes(self, stage: int) -> bool:
+        """Whether stages ``stage`` and ``stage + 1`` sit on different nodes in some replica.
+        Ranks fill nodes in order, tensor fastest, then pipeline, then data (GridShape's
+        order); the pattern repeats after ``ranks_per_node`` replicas and tensor ranks."""
+        lay, per_node = self.layout, self.profile.ranks_per_node
+        if lay.tensor >= per_node:
+            return True
+        for d in range(min(lay.data, per_node)):
+            first = (d * lay.pipeline + stage) * lay.tensor  # the stage's first rank in replica d
+            if any((first + t) // per_node != (first + lay.tensor + t) // per_node
+                   for t in range(lay.tensor)):
+                return True
+        return False
 
 
 def _require_rows(batch: int, layout: Layout) -> int:
@@ -96,7 +110,7 @@ def predict_data_parallel(spec: ModelSpec, batch: int, ranks: int, profile: Prof
     return Prediction(layout, finish + update, clock + update, finish - clock, 0.0, memory)
 
 
-def _stage_micro_batch(ctx: _Context, stage: range, rows: int, last: bool) -> tuple[float, float]:
+def _stage_micro_batch(ctx: _Context, index: int, stage: range, rows: int, last: bool) -> tuple[float, float]:
     """(compute, communication) seconds of one stage for one micro-batch, forward + backward."""
     spec, t, cost = ctx.spec, ctx.layout.tensor, ctx.cost
     pairs, rest = tensor_pairs(stage) if t > 1 else ([], list(stage))
@@ -110,9 +124,9 @@ def _stage_micro_batch(ctx: _Context, stage: range, rows: int, last: bool) -> tu
         if col > 0:
             comm += costs.allreduce_seconds(rows * spec.widths[col] * spec.dtype_bytes, t, reduce_step)
     if not last:
-        comm += ctx.p2p(rows * spec.widths[stage.stop] * spec.dtype_bytes)
+        comm += ctx.p2p(rows * spec.widths[stage.stop] * spec.dtype_bytes, index)
     if stage.start > 0:
-        comm += ctx.p2p(rows * spec.widths[stage.start] * spec.dtype_bytes)
+        comm += ctx.p2p(rows * spec.widths[stage.start] * spec.dtype_bytes, index - 1)
     return compute, comm
 
 
@@ -138,7 +152,7 @@ def predict_layout(spec: ModelSpec, batch: int, layout: Layout, profile: Profile
     ctx = _Context(spec, profile, layout)
     m = layout.micro_batches
     micro_rows = math.ceil(rows / m)
-    per_stage = [_stage_micro_batch(ctx, s, micro_rows, k == len(stages) - 1) for k, s in enumerate(stages)]
+    per_stage = [_stage_micro_batch(ctx, k, s, micro_rows, k == len(stages) - 1) for k, s in enumerate(stages)]
     totals = [compute + comm for compute, comm in per_stage]
     busiest = max(range(len(stages)), key=totals.__getitem__)
     pipeline_s = sum(totals) + (m - 1) * totals[busiest]

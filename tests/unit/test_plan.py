@@ -150,3 +150,16 @@ def test_the_cost_model_loads_neither_mpi_nor_numpy_for_planning():
     code = ("import sys, mpinn.plan.planner, mpinn.plan.report, mpinn.plan.commands; "
             "sys.exit(('mpi4py' in sys.modules) + 2 * ('numpy' in sys.modules))")
     assert subprocess.run([sys.executable, "-c", code], timeout=60).returncode == 0
+
+
+def test_only_pipeline_boundaries_between_nodes_pay_the_inter_node_link():
+    slow_between = profile_dict(cores=2)
+    slow_between["ranks_per_node"] = 2
+    slow_between["network"]["inter_node"] = {"latency_s": 1e-3, "bandwidth_bytes_per_s": 1e6}
+    profile = profile_from_dict(slow_between)
+    spec, rows = ModelSpec((64, 64, 64, 64, 64)), 64
+    four_stages = predict_layout(spec, rows, Layout(pipeline=4), profile)   # nodes: stages 0,1 | 2,3
+    message = 1e-3 + rows * 64 * 4 / 1e6
+    # Stage 1 sends to stage 2 across the nodes and receives from stage 0 within its node.
+    assert message < four_stages.comm_s < 1.1 * message
+    assert predict_layout(spec, rows, Layout(pipeline=2), profile).comm_s < 0.01 * message  # one node
