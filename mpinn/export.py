@@ -10,17 +10,12 @@ from __future__ import annotations
 
 import json
 import os
-import struct
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from mpinn.errors import ConfigError
 from mpinn.io import atomic_save_npz, atomic_write
-
-SAFETENSORS_DTYPES = {np.dtype("<f4"): "F32", np.dtype("<f8"): "F64", np.dtype("<i8"): "I64"}
-
 
 def torch_named_weights(model) -> dict[str, np.ndarray]:
     """``{"0.weight": (out, in), "0.bias": (out,), ...}`` for every Dense of ``model``."""
@@ -34,40 +29,26 @@ def torch_named_weights(model) -> dict[str, np.ndarray]:
     return weights
 
 
+def _safetensors_numpy():
+    try:
+        import safetensors.numpy
+    except ImportError:
+        raise ConfigError("safetensors export needs the safetensors package: "
+                          "pip install 'mpinn[export]' (or write .npz instead)") from None
+    return safetensors.numpy
+
+
 def write_safetensors(path: str | os.PathLike, tensors: dict[str, np.ndarray],
                       metadata: dict[str, str] | None = None) -> Path:
-    """Write ``tensors`` in the safetensors format (little-endian, C order), atomically."""
-    header: dict[str, Any] = {"__metadata__": metadata} if metadata else {}
-    offset, blobs = 0, []
-    for name, array in tensors.items():
-        array = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<"))
-        if array.dtype not in SAFETENSORS_DTYPES:
-            raise ConfigError(f"safetensors export: {name} has unsupported dtype {array.dtype}")
-        blob = array.tobytes()
-        header[name] = {"dtype": SAFETENSORS_DTYPES[array.dtype], "shape": list(array.shape),
-                        "data_offsets": [offset, offset + len(blob)]}
-        offset += len(blob)
-        blobs.append(blob)
-    encoded = json.dumps(header, separators=(",", ":")).encode()
-    encoded += b" " * (-len(encoded) % 8)
-
-    def write(f) -> None:
-        f.write(struct.pack("<Q", len(encoded)) + encoded)
-        for blob in blobs:
-            f.write(blob)
-    return atomic_write(path, write)
+    """Write ``tensors`` with the safetensors library, atomically (temporary name, fsync, rename)."""
+    encoded = _safetensors_numpy().save(
+        {name: np.ascontiguousarray(array) for name, array in tensors.items()}, metadata=metadata)
+    return atomic_write(path, lambda f: f.write(encoded))
 
 
 def read_safetensors(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """The tensors of a safetensors file (metadata dropped)."""
-    raw = Path(path).read_bytes()
-    (length,) = struct.unpack("<Q", raw[:8])
-    header = json.loads(raw[8:8 + length])
-    header.pop("__metadata__", None)
-    data = memoryview(raw)[8 + length:]
-    names = {code: np.dtype(dtype) for dtype, code in SAFETENSORS_DTYPES.items()}
-    return {name: np.frombuffer(data[slice(*info["data_offsets"])], names[info["dtype"]])
-            .reshape(info["shape"]) for name, info in header.items()}
+    """The tensors of a safetensors file."""
+    return _safetensors_numpy().load_file(str(path))
 
 
 def export_model(model, path: str | os.PathLike) -> Path:
