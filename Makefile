@@ -50,6 +50,10 @@ test-cluster: $(VENV)/.installed
 	timeout -k 10 $(MPI_TIMEOUT) $(BIN)/python -m pytest tests/cluster -q -rs -p no:cacheprovider; \
 		status=$$?; $(BIN)/python tests/cluster/cluster.py stop --name mpt >/dev/null; exit $$status
 
+# The README's benchmark blocks (marked `sh slow`); make test runs every other block.
+test-readme-slow: $(VENV)/.installed
+	MPINN_README_SLOW=1 $(BIN)/python -m pytest tests/unit/test_readme.py -q -p no:cacheprovider
+
 # PyTorch, the optional peer in the tables: $(BIN)/pip install torch==2.13.0
 bench: $(VENV)/.installed
 	$(BIN)/pip install --quiet -e ".[plot]"
