@@ -43,8 +43,9 @@ FLAG_HELP = {
     "validation_split": "last fraction of the training set held out for per-epoch validation (default 0.1; 0: none); the test set is scored once, at the end",
     "checkpoint_dir": "rank 0 writes checkpoints here (atomically; SIGTERM/SIGUSR1 save and exit 75)",
     "checkpoint_every": "also checkpoint every N steps (default 0: at epoch ends only)",
-    "keep_checkpoints": "keep the N newest checkpoints (default 3)",
-    "resume": "auto: continue from the newest valid checkpoint in --checkpoint-dir; never (default)",
+    "keep_checkpoints": "keep the N newest valid checkpoints, in the order written (default 3)",
+    "resume": "auto: continue from the newest valid checkpoint in --checkpoint-dir; fresh: move "
+              "its checkpoints aside and start over; never (default): refuse a folder holding any",
     "watchdog": "abort the job when one communication call waits longer than this many seconds",
     "deterministic": "bitwise the same result at any rank count (exact sums over fixed sample groups)",
     "group_size": "samples per group in deterministic mode (fixed whatever the rank count; default 128)",

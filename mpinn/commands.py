@@ -136,7 +136,7 @@ def checkpointing(config: TrainConfig) -> Checkpointing | None:
     if not config.checkpoint_dir:
         return None
     return Checkpointing(config.checkpoint_dir, every=config.checkpoint_every,
-                         keep=config.keep_checkpoints, resume=config.resume == "auto",
+                         keep=config.keep_checkpoints, resume=config.resume,
                          run_config=dataclasses.asdict(config))
 
 

@@ -20,7 +20,7 @@ else:
 STRATEGIES = ("data", "pipeline", "tensor", "grid", "zero", "async", "local-sgd")
 DETERMINISTIC_STRATEGIES = ("data", "zero")
 SAMPLERS = ("random", "contiguous")
-RESUME_CHOICES = ("never", "auto")
+RESUME_CHOICES = ("never", "auto", "fresh")
 
 
 @dataclass(frozen=True)
@@ -99,8 +99,8 @@ class TrainConfig:
     def _check_checkpointing(self) -> None:
         if self.resume not in RESUME_CHOICES:
             raise ConfigError(f"unknown resume {self.resume!r}; choose one of: {', '.join(RESUME_CHOICES)}")
-        if self.resume == "auto" and not self.checkpoint_dir:
-            raise ConfigError("resume auto needs a checkpoint directory: add --checkpoint-dir DIR")
+        if self.resume != "never" and not self.checkpoint_dir:
+            raise ConfigError(f"resume {self.resume} needs a checkpoint directory: add --checkpoint-dir DIR")
         if self.checkpoint_every < 0 or self.keep_checkpoints < 1:
             raise ConfigError("checkpoint_every must be >= 0 (0: at epoch ends only) and "
                               "keep_checkpoints >= 1")

@@ -8,14 +8,17 @@ import time
 from pathlib import Path
 from typing import Any, TextIO
 
+from mpinn.io import atomic_write
 from mpinn.train.progress import format_rate, format_seconds
 
 
 class Callback:
     """Hooks called by the training loop on every rank; each callback decides who acts."""
 
-    def on_train_begin(self, epochs: int, steps_per_epoch: int, start_step: int = 0) -> None:
-        """Training is about to start (at ``start_step`` > 0 when resumed from a checkpoint)."""
+    def on_train_begin(self, epochs: int, steps_per_epoch: int, start_step: int = 0,
+                       start_epoch: int = 0) -> None:
+        """Training is about to start: at ``start_step`` in ``start_epoch`` (0-based) when
+        resumed from a checkpoint."""
 
     def on_step_end(self, record: dict[str, Any]) -> None:
         """A logging window of steps ended; ``record`` holds metrics reduced over ranks."""
@@ -54,7 +57,8 @@ class ProgressLogger(Callback):
         self.verbose = verbose
         self.bar = None
 
-    def on_train_begin(self, epochs: int, steps_per_epoch: int, start_step: int = 0) -> None:
+    def on_train_begin(self, epochs: int, steps_per_epoch: int, start_step: int = 0,
+                       start_epoch: int = 0) -> None:
         self.epochs, self.steps_per_epoch = epochs, steps_per_epoch
         self.use_bar = (self.active and self.verbose == 1 and not self.prefix
                         and self.stream.isatty() and _has_tqdm())
@@ -106,12 +110,27 @@ class MetricsLog(Callback):
         self.path = Path(path)
         self.active = rank == 0
 
-    def on_train_begin(self, epochs: int, steps_per_epoch: int, start_step: int = 0) -> None:
-        """A fresh run starts an empty log; a resumed one appends to it."""
-        if self.active:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            if start_step == 0:
-                self.path.write_text("")
+    def on_train_begin(self, epochs: int, steps_per_epoch: int, start_step: int = 0,
+                       start_epoch: int = 0) -> None:
+        """A fresh run starts an empty log; a resumed one keeps the records up to its
+        checkpoint and appends to them."""
+        if not self.active:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if start_step == start_epoch == 0:
+            self.path.write_text("")
+        elif self.path.exists():
+            self._keep_records_before(start_step, start_epoch)
+
+    def _keep_records_before(self, step: int, epoch: int) -> None:
+        """Drop the records written after the checkpoint the run resumes from (steps after
+        ``step``, epochs from ``epoch`` on) and a line cut short by a crash; rewrite atomically."""
+        lines = self.path.read_text().splitlines(keepends=True)
+        kept = [line for line in lines if line.endswith("\n") and _recorded_before(line, step, epoch)]
+        if kept != lines:
+            atomic_write(self.path, lambda f: f.write("".join(kept).encode()))
+            print(f"mpinn: {self.path}: {len(lines) - len(kept)} record(s) written after the "
+                  f"checkpoint dropped; the run continues from step {step}", flush=True)
 
     def _write(self, record: dict[str, Any]) -> None:
         if self.active:
@@ -123,6 +142,20 @@ class MetricsLog(Callback):
 
     def on_epoch_end(self, epoch: int, values: dict[str, Any]) -> None:
         self._write({"event": "epoch", "epoch": epoch, **values})
+
+
+def _recorded_before(line: str, step: int, epoch: int) -> bool:
+    """Whether a log line belongs before a checkpoint at ``step`` with ``epoch`` epochs done
+    (a line that is not a record is kept as it is)."""
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return True
+    if not isinstance(record, dict):
+        return True
+    if record.get("event") == "epoch":
+        return record.get("epoch", -1) < epoch
+    return record.get("step", 0) <= step
 
 
 def default_callbacks(comm, verbose: int = 1, metrics_path: str | Path | None = None,

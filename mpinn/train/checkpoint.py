@@ -3,10 +3,11 @@
 A checkpoint holds what one rank training alone would hold: the whole model's flat
 parameters and the optimizer state in the same flat layout (gathered by the strategy's
 ``full_state``), the loop position (epoch, batch in epoch, step, the epoch's tally so far),
-the model and run configuration, the mpinn version, and a SHA-256 of every array. The
-sampler needs no state: its order is a pure function of (seed, epoch). Files are written to
-a temporary name, fsync'd and renamed, so a crash mid-write leaves the previous ones intact;
-loading verifies every checksum and falls back to an older file when the newest is damaged.
+the open metrics window), the model and run configuration, the mpinn version, the write
+sequence number (the order files were written in, whatever their step) and a SHA-256 of every
+array. The sampler needs no state: its order is a pure function of (seed, epoch). Files are
+written to a temporary name, fsync'd and renamed, and never replace an existing file; loading
+verifies every checksum. What a folder of them holds is :mod:`mpinn.train.checkpoint_folder`'s.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import sys
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +26,8 @@ from mpinn.errors import ConfigError
 from mpinn.io import atomic_save_npz
 
 FORMAT = 1
-NAME = re.compile(r"^ckpt-(\d{8,})\.npz$")
+NAME = re.compile(r"^ckpt-(\d{8,})(?:-(\d+))?\.npz$")  # ckpt-<step>.npz, -<n> if that was taken
+TEMPORARY = re.compile(r"^\.ckpt-\d{8,}(?:-\d+)?\.npz\.tmp-\d+$")  # an interrupted write
 
 
 @dataclass
@@ -37,6 +38,8 @@ class Progress:
     batch: int = 0  # batches done in this epoch
     step: int = 0  # optimizer steps done in all
     epoch_tally: np.ndarray = field(default_factory=lambda: np.zeros(3))  # reduced over ranks
+    window_tally: np.ndarray = field(default_factory=lambda: np.zeros(3))  # the open log window
+    window_first: int = 1  # the first step of the open log window (log_every steps per record)
 
 
 @dataclass(frozen=True)
@@ -47,19 +50,31 @@ class Checkpoint:
     meta: dict[str, Any]
     path: Path
 
+    @property
+    def sequence(self) -> int:
+        """The write order: 1 for a folder's first checkpoint, one more for each later one."""
+        return self.meta.get("sequence", 0)  # 0: written before sequence numbers existed
+
 
 def _digest(array: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(array).view(np.uint8)).hexdigest()
 
 
 def checkpoint_path(directory: str | Path, step: int) -> Path:
-    return Path(directory) / f"ckpt-{step:08d}.npz"
+    """``ckpt-<step>.npz`` in ``directory``, or ``ckpt-<step>-<n>.npz`` if that name is taken
+    (a checkpoint is never overwritten)."""
+    path = Path(directory) / f"ckpt-{step:08d}.npz"
+    n = 2
+    while path.exists():
+        path, n = Path(directory) / f"ckpt-{step:08d}-{n}.npz", n + 1
+    return path
 
 
 def write_checkpoint(directory: str | Path, params: np.ndarray, optimizer_state: dict[str, Any],
                      progress: Progress, model_config: dict[str, Any],
-                     run_config: dict[str, Any] | None = None) -> Path:
-    """Write one checkpoint atomically (rank 0 only calls this); returns its path."""
+                     run_config: dict[str, Any] | None = None, sequence: int = 1) -> Path:
+    """Write one checkpoint atomically under a new name (rank 0 only calls this); returns its
+    path. ``sequence`` numbers the folder's writes in order."""
     from mpinn import __version__
 
     arrays = {"params": params, **{f"opt.{k}": v for k, v in optimizer_state["state"].items()}}
@@ -67,6 +82,8 @@ def write_checkpoint(directory: str | Path, params: np.ndarray, optimizer_state:
         "format": FORMAT, "mpinn_version": __version__, "model": model_config,
         "run": run_config or {}, "epoch": progress.epoch, "batch": progress.batch,
         "step": progress.step, "epoch_tally": [float(v) for v in progress.epoch_tally],
+        "window_tally": [float(v) for v in progress.window_tally],
+        "window_first": progress.window_first, "sequence": sequence,
         "optimizer": {k: v for k, v in optimizer_state.items() if k != "state"},
         "sha256": {name: _digest(array) for name, array in arrays.items()},
     }
@@ -84,7 +101,14 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
         raise ValueError(f"{path}: unreadable ({type(exc).__name__}: {exc})") from None
     if "meta" not in arrays:
         raise ValueError(f"{path}: not an mpinn checkpoint (no meta record)")
-    meta = json.loads(str(arrays.pop("meta")))
+    try:
+        meta = json.loads(str(arrays.pop("meta")))
+        return _checked(path, meta, arrays)
+    except (KeyError, TypeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{path}: damaged meta record ({type(exc).__name__}: {exc})") from None
+
+
+def _checked(path: Path, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> Checkpoint:
     if meta.get("format") != FORMAT:
         raise ValueError(f"{path}: checkpoint format {meta.get('format')}, this mpinn reads {FORMAT}")
     for name, digest in meta["sha256"].items():
@@ -92,34 +116,21 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
             raise ValueError(f"{path}: array {name!r} is missing or fails its checksum")
     state = {k[4:]: v for k, v in arrays.items() if k.startswith("opt.")}
     optimizer_state = {**meta["optimizer"], "state": state}
-    progress = Progress(meta["epoch"], meta["batch"], meta["step"], np.array(meta["epoch_tally"]))
+    progress = Progress(meta["epoch"], meta["batch"], meta["step"], np.array(meta["epoch_tally"]),
+                        np.array(meta.get("window_tally", np.zeros(3))),
+                        meta.get("window_first", meta["step"] + 1))
     return Checkpoint(arrays["params"], optimizer_state, progress, meta, path)
 
 
 def list_checkpoints(directory: str | Path) -> list[Path]:
-    """Checkpoint files in ``directory``, newest (highest step) first."""
+    """Checkpoint files in ``directory`` by the step in their names, highest first (unread:
+    :func:`~mpinn.train.checkpoint_folder.survey` verifies them and orders them as written)."""
     directory = Path(directory)
     if not directory.is_dir():
         return []
-    found = [(int(m.group(1)), p) for p in directory.iterdir() if (m := NAME.match(p.name))]
-    return [p for _, p in sorted(found, reverse=True)]
-
-
-def latest_valid(directory: str | Path) -> Checkpoint | None:
-    """The newest checkpoint that loads and passes its checksums, warning about newer damaged
-    ones; None when there is none."""
-    for path in list_checkpoints(directory):
-        try:
-            return read_checkpoint(path)
-        except ValueError as exc:
-            print(f"mpinn: warning: skipping damaged checkpoint: {exc}", file=sys.stderr, flush=True)
-    return None
-
-
-def prune(directory: str | Path, keep: int) -> None:
-    """Delete all but the ``keep`` newest checkpoints."""
-    for path in list_checkpoints(directory)[keep:]:
-        path.unlink(missing_ok=True)
+    found = [(int(m.group(1)), int(m.group(2) or 1), p)
+             for p in directory.iterdir() if (m := NAME.match(p.name)) and p.is_file()]
+    return [p for *_, p in sorted(found, reverse=True)]
 
 
 def check_same_model(checkpoint: Checkpoint, model_config: dict[str, Any]) -> None:

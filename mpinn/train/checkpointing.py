@@ -1,8 +1,9 @@
 """When and how a run saves, restores and stops: the checkpoint policy that ``fit`` follows.
 
 Every method is called on every rank: gathering the state and agreeing to stop are
-collective, only rank 0 reads and writes files, and what it read reaches the other ranks by
-broadcast, so a bad checkpoint is reported on every rank alike.
+collective, only rank 0 reads, writes and moves files, and what it found reaches the other
+ranks by broadcast, so a bad checkpoint folder is reported on every rank alike. Nothing in
+the folder is changed before the run is known to go ahead.
 """
 
 from __future__ import annotations
@@ -14,9 +15,12 @@ from typing import Any
 
 import numpy as np
 
+from mpinn.config import RESUME_CHOICES
 from mpinn.errors import ConfigError, Preempted, require_positive
-from mpinn.train.checkpoint import (Checkpoint, Progress, check_same_model, latest_valid,
-                                    list_checkpoints, prune, write_checkpoint)
+from mpinn.train.checkpoint import (Checkpoint, Progress, check_same_model, list_checkpoints,
+                                    read_checkpoint, write_checkpoint)
+from mpinn.train.checkpoint_folder import (Survey, prune, remove_temporaries, set_aside,
+                                           set_aside_damaged, survey)
 
 PREEMPTION_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
 
@@ -24,13 +28,17 @@ PREEMPTION_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
 @dataclass
 class Checkpointing:
     """Save to ``directory`` every ``every`` steps (0: only at epoch ends) and at every epoch
-    end, keep the ``keep`` newest, resume from the newest valid one if ``resume``, and on a
-    preemption signal save and raise :class:`~mpinn.errors.Preempted` on every rank."""
+    end, keep the ``keep`` newest valid ones in the order they were written, and on a
+    preemption signal save and raise :class:`~mpinn.errors.Preempted` on every rank.
+
+    ``resume``: ``"auto"`` (or True) continues from the newest valid checkpoint, ``"fresh"``
+    moves the folder's checkpoints aside and starts over, ``"never"`` (or False) refuses a
+    folder that holds checkpoints."""
 
     directory: str | Path
     every: int = 0
     keep: int = 3
-    resume: bool = True
+    resume: str | bool = "auto"
     run_config: dict[str, Any] = field(default_factory=dict)
     signals: tuple[int, ...] = PREEMPTION_SIGNALS
 
@@ -38,64 +46,95 @@ class Checkpointing:
         if isinstance(self.every, bool) or not isinstance(self.every, int) or self.every < 0:
             raise ConfigError(f"checkpoint every must be an integer >= 0 (steps), got {self.every!r}")
         require_positive("keep_checkpoints", self.keep)
+        if isinstance(self.resume, bool):
+            self.resume = "auto" if self.resume else "never"
+        if self.resume not in RESUME_CHOICES:
+            raise ConfigError(f"unknown resume {self.resume!r}; choose one of: {', '.join(RESUME_CHOICES)}")
         self._signalled = False
         self._previous_handlers: dict[int, Any] = {}
+        self._sequence = 1  # of the next write (rank 0)
 
     def start(self, model, strategy) -> Progress:
         """Restore the newest valid checkpoint if asked, then catch the preemption signals."""
-        found = strategy.comm.bcast_obj(self._read_on_root(model) if strategy.comm.is_root else None)
+        found = strategy.comm.bcast_obj(self._prepare_on_root(model) if strategy.comm.is_root else None)
         if isinstance(found, str):
             raise ConfigError(found)
         progress = Progress()
         if found is not None:
             strategy.load_full_state(model, found.params, found.optimizer_state)
             progress = found.progress
-            if not strategy.comm.is_root:  # the saved tally is already the sum over ranks
-                progress.epoch_tally = np.zeros(3)
+            if not strategy.comm.is_root:  # the saved tallies are already sums over ranks
+                progress.epoch_tally, progress.window_tally = np.zeros(3), np.zeros(3)
         for signum in self.signals:
             self._previous_handlers[signum] = signal.signal(signum, self._on_signal)
         return progress
 
-    def _read_on_root(self, model) -> Checkpoint | str | None:
-        """The checkpoint to resume from, None to start afresh, or what is wrong (a message)."""
-        if not self.resume:
-            existing = list_checkpoints(self.directory)
-            if existing:
-                return (f"checkpoint directory {self.directory} already holds {existing[0].name}; "
-                        f"continue from it with --resume auto (resume=True), or use an empty "
-                        f"directory")
-            return None
-        checkpoint = latest_valid(self.directory)
-        if checkpoint is not None:
+    def _prepare_on_root(self, model) -> Checkpoint | str | None:
+        """The checkpoint to resume from, None to start afresh, or what is wrong (a message,
+        the folder untouched). Once the run goes ahead, damaged checkpoints (and with
+        ``fresh`` the valid ones) are set aside and leftover temporary files removed."""
+        found = survey(self.directory)
+        checkpoint = None
+        if self.resume == "never" and (found.valid or found.damaged):
+            return (f"checkpoint directory {self.directory} already holds "
+                    f"{list_checkpoints(self.directory)[0].name}; continue from it with --resume "
+                    f"auto, start over with --resume fresh (which moves it aside), or use an "
+                    f"empty directory")
+        if self.resume == "auto" and found.damaged and not found.valid:
+            return _none_valid(self.directory, found)
+        if self.resume == "auto" and found.valid:
+            checkpoint = read_checkpoint(found.valid[0].path)
             try:
                 check_same_model(checkpoint, model.get_config())
             except ConfigError as exc:
                 return str(exc)
+        self._tidy(found)
+        self._sequence = found.next_sequence if checkpoint else 1
+        if checkpoint:
+            done = checkpoint.progress
+            print(f"mpinn: resuming from {checkpoint.path}: step {done.step}, epoch "
+                  f"{done.epoch + 1}, {done.batch} batches into it", flush=True)
         return checkpoint
+
+    def _tidy(self, found: Survey) -> None:
+        """Set damaged checkpoints aside (and valid ones when starting fresh); drop temporaries."""
+        set_aside_damaged(self.directory, found.damaged)
+        if self.resume == "fresh":
+            previous = set_aside(self.directory, [v.path for v in found.valid], "previous")
+            if previous:
+                print(f"mpinn: starting afresh; {len(found.valid)} earlier checkpoint(s) moved "
+                      f"into {previous}", flush=True)
+        for path in remove_temporaries(self.directory):
+            print(f"mpinn: removed {path.name}, left by an interrupted checkpoint write", flush=True)
 
     def _on_signal(self, signum: int, frame: Any) -> None:
         self._signalled = True
 
-    def after_step(self, model, strategy, progress: Progress) -> None:
-        """Save when due; on a signal seen by any rank, save and raise Preempted everywhere."""
+    def after_step(self, model, strategy, progress: Progress, epoch_done: bool = False) -> None:
+        """Save when due (a save due on an epoch's last step is left to the epoch-end save); on
+        a signal seen by any rank, save and raise Preempted everywhere."""
         preempted = strategy.reduce_sum([float(self._signalled)])[0] > 0
-        if preempted or (self.every and progress.step % self.every == 0):
+        due = self.every and progress.step % self.every == 0 and not epoch_done
+        if preempted or due:
             path = self.save(model, strategy, progress)
             if preempted:
                 raise Preempted(f"preempted at step {progress.step}; checkpoint {path} written; "
                                 f"run again with resume to continue")
 
     def save(self, model, strategy, progress: Progress) -> Path:
-        """Gather the full state and let rank 0 write it; returns the path (on every rank)."""
+        """Gather the full state and let rank 0 write it and prune; returns the path (on every
+        rank)."""
         state = strategy.full_state(model)
-        tally = strategy.reduce_sum(progress.epoch_tally)
+        tallies = strategy.reduce_sum(np.concatenate([progress.epoch_tally, progress.window_tally]))
         path = None
         if strategy.comm.is_root:
             params, optimizer_state = state
-            saved = Progress(progress.epoch, progress.batch, progress.step, tally)
+            saved = Progress(progress.epoch, progress.batch, progress.step, tallies[:3],
+                             tallies[3:], progress.window_first)
             path = write_checkpoint(self.directory, params, optimizer_state, saved,
-                                    model.get_config(), self.run_config)
-            prune(self.directory, self.keep)
+                                    model.get_config(), self.run_config, self._sequence)
+            self._sequence += 1
+            prune(self.directory, self.keep, path)
         return Path(strategy.comm.bcast_obj(str(path) if path else None))
 
     def stop(self) -> None:
@@ -103,3 +142,10 @@ class Checkpointing:
         for signum, handler in self._previous_handlers.items():
             signal.signal(signum, handler)
         self._previous_handlers.clear()
+
+
+def _none_valid(directory: str | Path, found: Survey) -> str:
+    reasons = "; ".join(found.damaged.values())
+    return (f"checkpoint directory {directory} holds {len(found.damaged)} checkpoint(s) and none "
+            f"is valid ({reasons}); nothing was changed: move them elsewhere, or start over with "
+            f"--resume fresh (which moves them into damaged-<time>/)")

@@ -60,10 +60,10 @@ def fit(model, x: np.ndarray, y: np.ndarray, *, epochs: int = 1, batch_size: int
     sampler = make_sampler("random" if shuffle else "contiguous", len(x), model.seed)
     progress = checkpoint.start(model, strategy) if checkpoint else Progress()
     steps_per_epoch = num_batches(len(x), batch_size, drop_last)
-    history, window = History(), _Window(strategy, log_every or DEFAULT_LOG_EVERY)
+    history, window = History(), _Window(strategy, log_every or DEFAULT_LOG_EVERY, progress)
     ticker = ProgressTicker(strategy, epochs * steps_per_epoch, progress.step, log_every) if verbose == 1 else None
     for callback in callbacks:
-        callback.on_train_begin(epochs, steps_per_epoch, progress.step)
+        callback.on_train_begin(epochs, steps_per_epoch, progress.step, progress.epoch)
     try:
         while progress.epoch < epochs:
             batches = list(global_batches(sampler.epoch_order(progress.epoch), batch_size, drop_last))
@@ -77,7 +77,7 @@ def fit(model, x: np.ndarray, y: np.ndarray, *, epochs: int = 1, batch_size: int
                 if ticker:
                     ticker.add(part, progress.step, callbacks)
                 if checkpoint:
-                    checkpoint.after_step(model, strategy, progress)
+                    checkpoint.after_step(model, strategy, progress, progress.batch == len(batches))
             _end_epoch(model, strategy, progress, validation_data, batch_size, history, callbacks)
             if checkpoint:
                 checkpoint.save(model, strategy, progress)
@@ -101,24 +101,28 @@ def _end_epoch(model, strategy, progress: Progress, validation_data, batch_size:
 
 
 class _Window:
-    """The steps since the last log record: their tally, wall time and communication time."""
+    """Logs one record per ``log_every`` steps. The window's tally lives in ``progress`` (a
+    checkpoint saves it, so a resumed run completes the window it was in); the wall and
+    communication time, and the samples they cover, count from this run's start."""
 
-    def __init__(self, strategy, log_every: int) -> None:
+    def __init__(self, strategy, log_every: int, progress: Progress) -> None:
         self.strategy, self.log_every = strategy, log_every
-        self._reset()
+        self._start_timing(progress)
 
-    def _reset(self) -> None:
-        self.tally, self.start, self.comm_start = np.zeros(3), time.perf_counter(), self.strategy.comm_seconds
+    def _start_timing(self, progress: Progress) -> None:
+        self.start, self.comm_start = time.perf_counter(), self.strategy.comm_seconds
+        self.untimed_samples = progress.window_tally[2]
 
     def add(self, part: np.ndarray, progress: Progress, callbacks: list[Callback]) -> None:
-        self.tally += part
+        progress.window_tally += part
         if progress.step % self.log_every:
             return
-        record = _step_record(self.strategy, self.tally, progress.step, progress.epoch,
-                              self.start, self.comm_start)
+        record = _step_record(self.strategy, progress, self.untimed_samples, self.start,
+                              self.comm_start)
         for callback in callbacks:
             callback.on_step_end(record)
-        self._reset()
+        progress.window_tally, progress.window_first = np.zeros(3), progress.step + 1
+        self._start_timing(progress)
 
 
 def evaluate(model, x: np.ndarray, y: np.ndarray, batch_size: int = 1024,
@@ -147,13 +151,16 @@ def _epoch_values(model, strategy, tally, validation_data,
     return values, int(reduced[0][2])
 
 
-def _step_record(strategy, window, step, epoch, window_start, comm_start) -> dict[str, float]:
-    reduced = strategy.reduce_sum(window)
+def _step_record(strategy, progress: Progress, untimed_samples: float, window_start: float,
+                 comm_start: float) -> dict[str, float]:
+    tally = np.append(progress.window_tally, progress.window_tally[2] - untimed_samples)
+    reduced = strategy.reduce_sum(tally)
     seconds = time.perf_counter() - window_start
     comm_seconds = strategy.comm_seconds - comm_start
-    loss, accuracy = summarize(reduced)
-    return {"step": step, "epoch": epoch, "loss": loss, "accuracy": accuracy,
-            "samples_per_s": reduced[2] / seconds if seconds > 0 else 0.0,
+    loss, accuracy = summarize(reduced[:3])
+    return {"step": progress.step, "first_step": progress.window_first, "epoch": progress.epoch,
+            "loss": loss, "accuracy": accuracy,
+            "samples_per_s": reduced[3] / seconds if seconds > 0 else 0.0,
             "compute_s": seconds - comm_seconds, "comm_s": comm_seconds}
 
 

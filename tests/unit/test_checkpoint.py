@@ -1,4 +1,5 @@
-"""Checkpoints in one process: format, checksums, fallback, pruning, resume, preemption, export."""
+"""Checkpoints in one process: format, checksums, resume, preemption, export. (The folder's
+housekeeping, pruning and the metrics log on resume: test_checkpoint_folder.py.)"""
 
 import os
 import signal
@@ -13,8 +14,7 @@ from mpinn.nn import Dense, Sequential
 from mpinn.optim import Adam
 from mpinn.parallel import Communicator, DataParallel
 from mpinn.train import Callback
-from mpinn.train.checkpoint import (Progress, latest_valid, list_checkpoints, read_checkpoint,
-                                    write_checkpoint)
+from mpinn.train.checkpoint import Progress, list_checkpoints, read_checkpoint, write_checkpoint
 from mpinn.train.checkpointing import Checkpointing
 
 X, Y = make_classification(n_samples=90, n_features=5, n_classes=3, seed=2)
@@ -32,12 +32,13 @@ def fit(model, epochs, checkpoint=None, callbacks=()):
                      callbacks=list(callbacks), strategy=DataParallel(Communicator.local()))
 
 
-def saved(tmp_path, step=7):
+def saved(tmp_path, step=7, sequence=1):
     model = make_model()
     fit(model, 1)
-    progress = Progress(epoch=1, batch=2, step=step, epoch_tally=np.array([3.0, 2.0, 5.0]))
+    progress = Progress(epoch=1, batch=2, step=step, epoch_tally=np.array([3.0, 2.0, 5.0]),
+                        window_tally=np.array([1.5, 1.0, 2.0]), window_first=step - 1)
     return model, write_checkpoint(tmp_path, model.params, model.optimizer.state_dict(), progress,
-                                   model.get_config(), {"lr": 0.01})
+                                   model.get_config(), {"lr": 0.01}, sequence)
 
 
 def test_round_trip_keeps_arrays_progress_and_metadata(tmp_path):
@@ -51,6 +52,8 @@ def test_round_trip_keeps_arrays_progress_and_metadata(tmp_path):
     assert loaded.optimizer_state["steps"] == state["steps"] and loaded.optimizer_state["type"] == "Adam"
     assert (loaded.progress.epoch, loaded.progress.batch, loaded.progress.step) == (1, 2, 7)
     np.testing.assert_array_equal(loaded.progress.epoch_tally, [3, 2, 5])
+    np.testing.assert_array_equal(loaded.progress.window_tally, [1.5, 1, 2])
+    assert loaded.progress.window_first == 6 and loaded.sequence == 1
     assert loaded.meta["run"] == {"lr": 0.01} and loaded.meta["mpinn_version"]
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary left
 
@@ -65,14 +68,12 @@ def test_a_flipped_byte_fails_the_checksum(tmp_path):
         read_checkpoint(path)
 
 
-def test_newest_damaged_falls_back_to_the_previous_with_a_warning(tmp_path, capsys):
-    saved(tmp_path, step=5)
-    _, newest = saved(tmp_path, step=9)
-    newest.write_bytes(newest.read_bytes()[:200])  # truncated mid-write by something else
-    (tmp_path / ".ckpt-00000012.npz.tmp-99").write_bytes(b"partial")  # a crashed write
-    found = latest_valid(tmp_path)
-    assert found.progress.step == 5
-    assert "skipping damaged checkpoint" in capsys.readouterr().err
+def test_a_taken_name_is_never_overwritten(tmp_path):
+    _, first = saved(tmp_path, step=9)
+    before = first.read_bytes()
+    _, second = saved(tmp_path, step=9, sequence=2)
+    assert (first.name, second.name) == ("ckpt-00000009.npz", "ckpt-00000009-2.npz")
+    assert first.read_bytes() == before and read_checkpoint(second).sequence == 2
 
 
 def test_resume_continues_the_same_trajectory_and_keeps_the_newest(tmp_path):
@@ -94,7 +95,8 @@ def files(folder):
 def test_existing_checkpoints_without_resume_are_refused_and_left_alone(tmp_path):
     fit(make_model(), 1, Checkpointing(tmp_path))
     before = files(tmp_path)
-    with pytest.raises(ConfigError, match="already holds ckpt-00000006.npz; continue from it"):
+    with pytest.raises(ConfigError, match="already holds ckpt-00000006.npz; continue from it with "
+                                          "--resume auto, start over with --resume fresh"):
         fit(make_model(), 2, Checkpointing(tmp_path, resume=False))
     assert files(tmp_path) == before
 
@@ -137,6 +139,9 @@ def test_checkpointing_settings_are_checked():
         Checkpointing("d", every=-1)
     with pytest.raises(ConfigError, match="keep_checkpoints must be a positive number"):
         Checkpointing("d", keep=0)
+    with pytest.raises(ConfigError, match="unknown resume 'sometimes'; choose one of: never, auto, fresh"):
+        Checkpointing("d", resume="sometimes")
+    assert Checkpointing("d", resume=False).resume == "never"
 
 
 def test_export_names_shapes_and_safetensors_round_trip(tmp_path):
