@@ -10,6 +10,7 @@ import pytest
 from test_checkpoint import X, Y, fit, files, make_model
 
 from mpinn import ConfigError, Preempted
+from mpinn.config import make_config
 from mpinn.parallel import Communicator, DataParallel
 from mpinn.train import Callback, MetricsLog
 from mpinn.train.checkpoint import Progress, list_checkpoints, read_checkpoint, write_checkpoint
@@ -169,3 +170,10 @@ def test_a_crash_then_resume_logs_what_an_uninterrupted_run_logs(tmp_path, capsy
     assert logged(log) == logged(tmp_path / "straight.jsonl")  # window 9-12 completed, no duplicate
     assert log.read_text().startswith("".join(lines[:3]))  # steps 4 and 8 and epoch 0: unchanged
     assert [r["first_step"] for r in logged(log) if r["event"] == "step"] == [1, 5, 9, 13]
+
+
+def test_resume_settings_are_checked():
+    with pytest.raises(ConfigError, match="resume fresh needs a checkpoint directory: add --checkpoint-dir"):
+        make_config({"resume": "fresh"})
+    with pytest.raises(ConfigError, match="unknown resume 'sometimes'; choose one of: never, auto, fresh"):
+        make_config({"resume": "sometimes", "checkpoint_dir": "ck"})

@@ -82,7 +82,10 @@ def test_a_kill_during_a_checkpoint_write_leaves_the_previous_one_intact_and_use
     left = sorted(p.name for p in (tmp_path / "ck").iterdir())
     assert left[0].startswith(".ckpt-00000060.npz.tmp-") and left[1:] == ["ckpt-00000030.npz"]
     run = resume_and_compare(tmp_path, uninterrupted)
-    assert "skipping damaged" not in run.stderr
+    assert f"mpinn: removed {left[0]}, left by an interrupted checkpoint write" in run.stdout
+    assert f"resuming from {tmp_path / 'ck' / left[1]}: step 30, epoch 1" in run.stdout
+    assert "damaged" not in run.stderr
+    assert not [p for p in (tmp_path / "ck").iterdir() if p.name.startswith(".")]
 
 
 def test_sigterm_checkpoints_exits_75_and_resume_continues(tmp_path, uninterrupted):
