@@ -2,7 +2,7 @@
 
 A checkpoint holds what one rank training alone would hold: the whole model's flat
 parameters and the optimizer state in the same flat layout (gathered by the strategy's
-``full_state``), the loop position (epoch, batch in epoch, step, the epoch's tally so far),
+``full_state``), the loop position (epoch, batch in epoch, step, the epoch's tally so far,
 the open metrics window), the model and run configuration, the mpinn version, the write
 sequence number (the order files were written in, whatever their step) and a SHA-256 of every
 array. The sampler needs no state: its order is a pure function of (seed, epoch). Files are
