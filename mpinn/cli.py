@@ -7,12 +7,17 @@ any rank prints that rank's traceback and aborts the whole job.
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import difflib
 import os
+import re
 import sys
 from typing import Any
 
-from mpinn.config import TrainConfig, known_keys, load_toml, make_config
+from mpinn.config import (ACTIVATIONS, BALANCES, OPTIMIZERS, RESUME_CHOICES, SAMPLERS, SCHEDULES,
+                          STRATEGIES, TrainConfig, known_keys, load_toml, make_config)
 from mpinn.errors import ConfigError, Preempted
+from mpinn.flags import NOTICES
 from mpinn.plan.commands import PLANNING_COMMANDS, add_planning_commands, run_planning_command
 from mpinn.sweep_config import add_sweep_command, sweep_spec
 
@@ -52,20 +57,51 @@ FLAG_HELP = {
 }
 
 
+FLAG_CHOICES = {"strategy": STRATEGIES, "sampler": SAMPLERS, "resume": RESUME_CHOICES,
+                "optimizer": OPTIMIZERS, "activation": ACTIVATIONS, "schedule": SCHEDULES,
+                "balance": BALANCES, "verbose": (0, 1, 2)}
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:
-        raise ConfigError(f"{message} (see mpinn {self.prog.split()[-1]} --help)")
+        raise ConfigError(f"{message} (see {self.prog} --help)")
+
+
+def _field_type(key: str) -> Any:
+    """The Python type of a TrainConfig field (Optional[X] -> X)."""
+    kind = {f.name: f.type for f in dataclasses.fields(TrainConfig)}[key]
+    args = getattr(kind, "__args__", None)
+    return args[0] if args and type(None) in args else kind
+
+
+def add_train_flags(parser: argparse.ArgumentParser, exclude: tuple[str, ...] = ()) -> None:
+    """One typed flag per TrainConfig key (``--x/--no-x`` for switches), its default shown.
+
+    Every flag defaults to None, so only what the user typed overrides the TOML file."""
+    for key in known_keys():
+        if key in exclude:
+            continue
+        kind, default = _field_type(key), getattr(TrainConfig, key)
+        options: dict[str, Any] = {"dest": key, "default": None, "choices": FLAG_CHOICES.get(key)}
+        if kind is bool:
+            options["action"] = argparse.BooleanOptionalAction
+        elif kind in (int, float):
+            options["type"] = kind
+        shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
+        help_text = FLAG_HELP.get(key, key.replace("_", " "))
+        if shown not in (None, "", False) and "default" not in help_text:
+            help_text += f" (default {shown})"
+        parser.add_argument("--" + key.replace("_", "-"), help=help_text, **options)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="mpinn", description="Neural-network training on CPU clusters with MPI.")
-    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    parser.add_argument("--version", action="store_true", help="print the versions of mpinn, numpy "
+                        "and mpi4py and the MPI library in use, then exit")
+    commands = parser.add_subparsers(dest="command", parser_class=_Parser)
     train = commands.add_parser("train", help="train a model (the digits MLP by default)")
     train.add_argument("--config", help="TOML file with any of: " + ", ".join(known_keys()))
-    for key in known_keys():
-        switch = {"nargs": "?", "const": "true"} if isinstance(getattr(TrainConfig, key), bool) else {}
-        train.add_argument("--" + key.replace("_", "-"), dest=key, default=None, **switch,
-                           help=FLAG_HELP.get(key, f"default {getattr(TrainConfig, key)!r}"))
+    add_train_flags(train)
     for name in ("evaluate", "predict"):
         sub = commands.add_parser(name, help=f"{name} with a saved model")
         sub.add_argument("--model", required=True, help="model file written by train --save")
@@ -76,16 +112,57 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--model", required=True, help="model file written by train --save")
     export.add_argument("--output", required=True,
                         help=".safetensors or .npz; names as torch.nn.Sequential: 0.weight, 0.bias, ...")
+    plot = commands.add_parser("plot", help="draw loss, accuracy and samples/s from a metrics log "
+                               "(needs mpinn[plot])")
+    plot.add_argument("metrics", help="JSON-lines file written by mpinn train --metrics")
+    plot.add_argument("-o", "--output", default="curves.png", help="PNG to write (default curves.png)")
     add_planning_commands(commands)
-    add_sweep_command(commands, FLAG_HELP)
+    add_sweep_command(commands, add_train_flags)
     return parser
 
 
+def unknown_flags_message(parser: argparse.ArgumentParser, command: str | None,
+                          extra: list[str]) -> str:
+    """'unrecognized arguments' with the closest valid flag for each unknown one."""
+    sub = parser._subparsers._group_actions[0].choices.get(command) if command else parser
+    valid = [flag for flag in sub._option_string_actions if flag.startswith("--")]
+    hints = []
+    for word in extra:
+        close = difflib.get_close_matches(word.split("=")[0], valid, n=1, cutoff=0.6)
+        if word.startswith("-") and close:
+            hints.append(f"{word}: did you mean {close[0]}?")
+    message = f"unrecognized arguments: {' '.join(extra)}"
+    return message + (f" ({'; '.join(hints)})" if hints else "") + f" (see {sub.prog} --help)"
+
+
+def version_text() -> str:
+    import numpy
+    from mpi4py import MPI, __version__ as mpi4py_version
+
+    from mpinn import __version__
+
+    library = " ".join(MPI.Get_library_version().splitlines()[0].split())
+    return f"mpinn {__version__} (numpy {numpy.__version__}, mpi4py {mpi4py_version}; MPI: {library})"
+
+
 def train_config(args: argparse.Namespace) -> TrainConfig:
-    """Flags override the TOML file, which overrides the defaults."""
+    """Flags override the TOML file, which overrides the defaults. An error about a value the
+    user typed as a flag names the flag (``--epochs``), not the config key."""
     values: dict[str, Any] = load_toml(args.config) if args.config else {}
-    values.update({k: v for k, v in vars(args).items() if k in known_keys() and v is not None})
-    return make_config(values)
+    typed = {k: v for k, v in vars(args).items() if k in known_keys() and v is not None}
+    values.update(typed)
+    try:
+        return make_config(values)
+    except ConfigError as exc:
+        raise ConfigError(as_flags(str(exc), typed)) from None
+
+
+def as_flags(message: str, keys) -> str:
+    """``message`` with each config key in ``keys`` written as its flag."""
+    for key in sorted(keys, key=len, reverse=True):
+        flag = "--" + key.replace("_", "-")
+        message = re.sub(rf"(?<![\w-])'?{key}'?(?![\w-])", flag, message)
+    return message
 
 
 def set_blas_threads(threads: int) -> None:
@@ -96,7 +173,22 @@ def set_blas_threads(threads: int) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     try:
-        args = build_parser().parse_args(argv)
+        parser = build_parser()
+        args, extra = parser.parse_known_args(argv)
+        if extra:
+            raise ConfigError(unknown_flags_message(parser, args.command, extra))
+        _print_notices()
+        if args.version:
+            print(version_text())
+            return 0
+        if args.command is None:
+            raise ConfigError("a command is needed: train, evaluate, predict, export, plot, "
+                              "calibrate, plan or sweep (see mpinn --help)")
+        if args.command == "plot":
+            from mpinn.plot import plot_metrics
+
+            print(f"curves written to {plot_metrics(args.metrics, args.output)}")
+            return 0
         if args.command == "train":
             config = train_config(args)
             set_blas_threads(config.threads)
@@ -131,6 +223,21 @@ def main(argv: list[str] | None = None) -> int:
             raise
         report_and_abort(comm, exc)
         return 1
+
+
+def _print_notices() -> None:
+    """Notices about old flag spellings, once, from rank 0 (read before MPI starts)."""
+    if NOTICES and launcher_rank() == 0:
+        for notice in NOTICES:
+            print(f"mpinn: notice: {notice}", file=sys.stderr, flush=True)
+
+
+def launcher_rank() -> int:
+    """This process's rank as the launcher set it (0 without one), before MPI starts."""
+    for variable in ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "PMIX_RANK", "SLURM_PROCID"):
+        if os.environ.get(variable, "").isdigit():
+            return int(os.environ[variable])
+    return 0
 
 
 def _rank() -> int:

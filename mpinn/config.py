@@ -5,6 +5,7 @@ Unknown keys and wrong types are rejected with the list of valid keys.
 """
 
 import dataclasses
+import difflib
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,10 @@ STRATEGIES = ("data", "pipeline", "tensor", "grid", "zero", "async", "local-sgd"
 DETERMINISTIC_STRATEGIES = ("data", "zero")
 SAMPLERS = ("random", "contiguous")
 RESUME_CHOICES = ("never", "auto", "fresh")
+OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")  # the names mpinn.optim.OPTIMIZERS registers
+ACTIVATIONS = ("relu", "leaky_relu", "tanh", "sigmoid")  # hidden activations of mpinn.nn
+SCHEDULES = ("1f1b", "gpipe")
+BALANCES = ("params", "time")
 
 
 @dataclass(frozen=True)
@@ -161,7 +166,9 @@ def make_config(values: dict[str, Any]) -> TrainConfig:
     types = {f.name: f.type for f in dataclasses.fields(TrainConfig)}
     unknown = sorted(set(values) - set(types))
     if unknown:
-        raise ConfigError(f"unknown config key {unknown[0]!r}; valid keys: {', '.join(types)}")
+        close = difflib.get_close_matches(unknown[0], list(types), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ConfigError(f"unknown config key {unknown[0]!r}{hint}; valid keys: {', '.join(types)}")
     return TrainConfig(**{k: _coerce(k, v, types[k]) for k, v in values.items()})
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import itertools
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -102,14 +103,11 @@ def _plain(value: Any) -> Any:
     return list(value) if isinstance(value, tuple) else value
 
 
-def add_sweep_command(commands, flag_help: dict[str, str]) -> None:
-    """The ``sweep`` subcommand: every train flag (the base) plus the sweep's own."""
+def add_sweep_command(commands, add_train_flags: Callable[..., None]) -> None:
+    """The ``sweep`` subcommand: the train flags it accepts (the base) plus the sweep's own."""
     sweep = commands.add_parser("sweep", help="train a grid of configurations in parallel groups")
     sweep.add_argument("--config", help="TOML file with [train], [vary] and [sweep] tables")
-    for key in known_keys():
-        switch = {"nargs": "?", "const": "true"} if isinstance(getattr(TrainConfig, key), bool) else {}
-        sweep.add_argument("--" + key.replace("_", "-"), dest=key, default=None, **switch,
-                           help=flag_help.get(key, f"default {getattr(TrainConfig, key)!r}"))
+    add_train_flags(sweep, exclude=PER_RUN_OUTPUTS)
     sweep.add_argument("--vary", action="append", default=[], metavar="KEY=VALUE",
                        help="a value to try for a train key; repeat it, e.g. --vary lr=0.01 --vary lr=0.1")
     sweep.add_argument("--ranks-per-config", type=int, help="ranks training each configuration (default 1)")

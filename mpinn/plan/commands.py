@@ -13,8 +13,12 @@ import re
 from pathlib import Path
 
 from mpinn.errors import ConfigError
+from mpinn.flags import add_old_spelling
 
 DEFAULT_MODEL = "784,1024,1024,1024,10"
+DEFAULT_HIDDEN = "1024,1024,1024"
+# train's optimizer names -> the planner's update-cost classes (state arrays 0, 1 or 2)
+PLAN_OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop", "momentum")
 UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
          "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
 
@@ -29,12 +33,21 @@ def add_planning_commands(commands) -> None:
     calibrate.add_argument("--threads", type=int, default=1, help="BLAS threads per rank (default 1)")
     plan = commands.add_parser("plan", help="predict step time per strategy and rank count")
     plan.add_argument("--profile", required=True, help="JSON written by mpinn calibrate or by hand")
-    plan.add_argument("--model", default=DEFAULT_MODEL, help=f"layer widths (default {DEFAULT_MODEL})")
-    plan.add_argument("--batch", type=int, default=4096, help="GLOBAL batch size (default 4096)")
+    plan.add_argument("--hidden", default=DEFAULT_HIDDEN,
+                      help=f"hidden layer sizes, comma-separated, as for train (default {DEFAULT_HIDDEN})")
+    plan.add_argument("--input-dim", type=int, default=784, help="input features (default 784)")
+    plan.add_argument("--num-classes", type=int, default=10, help="outputs (default 10)")
+    plan.add_argument("--batch-size", type=int, default=4096, dest="batch",
+                      help="GLOBAL batch size, as for train (default 4096)")
+    add_old_spelling(plan, "--batch", "--batch-size", dest="batch", type=int)
+    add_old_spelling(plan, "--model", "--input-dim, --hidden and --num-classes", dest="model")
     plan.add_argument("--ranks", default="1,2,4,...,64", help="rank counts, e.g. 1,2,4,...,4096")
     plan.add_argument("--strategy", default="data,zero,pipeline,tensor,grid",
                       help="strategies to consider, comma-separated")
-    plan.add_argument("--optimizer", default="sgd", help="sgd, momentum or adam (update cost, state)")
+    plan.add_argument("--optimizer", default="sgd", choices=PLAN_OPTIMIZERS,
+                      help="as for train: its update cost and state size (default sgd)")
+    plan.add_argument("--momentum", type=float, default=0.0,
+                      help="SGD momentum, as for train: > 0 keeps one state array (default 0)")
     plan.add_argument("--memory-per-rank", help="recommend only layouts within this, e.g. 2GiB")
     plan.add_argument("--bucket-mb", type=float, default=4.0, help="DataParallel bucket size")
     plan.add_argument("--json", help="also write the plan as JSON here")
@@ -94,12 +107,26 @@ def _calibration_summary(profile: dict, path: str) -> str:
     return "\n".join(lines)
 
 
+def cost_class(optimizer: str, momentum: float) -> str:
+    """The planner's update-cost class of train's optimizer: its state arrays per parameter."""
+    if momentum < 0:
+        raise ConfigError(f"--momentum must be >= 0, got {momentum}")
+    if optimizer == "sgd":
+        return "momentum" if momentum > 0 else "sgd"
+    return {"adam": "adam", "adamw": "adam", "rmsprop": "momentum", "momentum": "momentum"}[optimizer]
+
+
 def run_plan(args: argparse.Namespace) -> int:
     from mpinn.plan import planner, report
     from mpinn.plan.profile import load_profile
+    from mpinn.plot import require_pyplot
     from mpinn.plan.workload import ModelSpec, parse_widths
 
-    spec = ModelSpec(parse_widths(args.model), optimizer=args.optimizer)
+    if args.plot:
+        require_pyplot()  # before any work: without matplotlib the plot could not be written
+    widths = getattr(args, "model", None) or f"{args.input_dim},{args.hidden},{args.num_classes}"
+    optimizer = cost_class(args.optimizer, args.momentum)
+    spec = ModelSpec(parse_widths(widths), optimizer=optimizer)
     ranks = planner.parse_ranks(args.ranks)
     strategies = tuple(s.strip() for s in args.strategy.split(",") if s.strip())
     limit = parse_bytes(args.memory_per_rank) if args.memory_per_rank else None
@@ -109,16 +136,16 @@ def run_plan(args: argparse.Namespace) -> int:
     plans = planner.plan(spec, args.batch, ranks, profile, limit, args.bucket_mb, strategies)
     single = planner.plan_ranks(spec, args.batch, 1, profile, bucket_mb=args.bucket_mb).best["data"].step_s
     print(f"PREDICTED by the cost model (profile {args.profile}, {profile.source}): model "
-          f"{args.model}, global batch {args.batch}, optimizer {args.optimizer}")
+          f"{widths.replace(',', '-')}, global batch {args.batch}, optimizer {args.optimizer}")
     print(report.format_table(plans, single))
     print("\nrecommended (fastest that fits" + (f" in {args.memory_per_rank} per rank):" if limit else "):"))
     print("\n".join("  " + line for line in report.recommendation_lines(plans, single)))
     if args.json:
         inputs = {"model": list(spec.widths), "batch": args.batch, "ranks": ranks,
-                  "profile": args.profile, "optimizer": args.optimizer,
+                  "profile": args.profile, "optimizer": args.optimizer, "cost_class": optimizer,
                   "memory_per_rank_bytes": limit, "strategies": list(strategies)}
         Path(args.json).write_text(json.dumps(report.plan_json(plans, single, inputs), indent=2) + "\n")
         print(f"plan written to {args.json}")
     if args.plot:
-        print(report.write_plot(plans, single, args.plot, f"{args.model}, batch {args.batch}"))
+        print(report.write_plot(plans, single, args.plot, f"{widths.replace(',', '-')}, batch {args.batch}"))
     return 0

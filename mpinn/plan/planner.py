@@ -128,7 +128,7 @@ def plan(spec: ModelSpec, batch: int, ranks_list: list[int], profile: Profile,
          strategies: tuple[str, ...] = STRATEGIES) -> list[RankPlan]:
     """A :class:`RankPlan` per rank count (one rank is always plain data parallelism)."""
     if batch < 1:
-        raise ConfigError(f"--batch must be a positive integer, got {batch}")
+        raise ConfigError(f"--batch-size must be a positive integer, got {batch}")
     unknown = [s for s in strategies if s not in STRATEGIES]
     if unknown or not strategies:
         raise ConfigError(f"unknown strategy {unknown[0] if unknown else ''!r}; choose any of: "

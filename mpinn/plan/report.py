@@ -6,6 +6,7 @@ from pathlib import Path
 
 from mpinn.plan.planner import STRATEGIES, RankPlan, efficiency, overall_best, prediction_dict
 from mpinn.plan.predict import Prediction
+from mpinn.plot import require_pyplot
 
 HEADER = ("ranks", "strategy", "layout", "step ms", "compute ms", "comm ms", "idle ms",
           "efficiency", "MiB/rank")
@@ -71,15 +72,9 @@ def plan_json(plans: list[RankPlan], single_rank_s: float, inputs: dict) -> dict
 
 
 def write_plot(plans: list[RankPlan], single_rank_s: float, path: str | Path, title: str) -> str:
-    """Predicted step time and efficiency against ranks, one curve per strategy.
-    Returns a message for the user (also when matplotlib is missing)."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return "no plot: matplotlib is not installed (pip install 'mpinn[plot]')"
+    """Predicted step time and efficiency against ranks, one curve per strategy; the message
+    for the user. Without matplotlib a ConfigError says how to install it."""
+    plt = require_pyplot()
     fig, (time_ax, eff_ax) = plt.subplots(1, 2, figsize=(11, 4))
     for strategy in STRATEGIES:
         points = [(rp.ranks, rp.best[strategy]) for rp in plans if strategy in rp.best]

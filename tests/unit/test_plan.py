@@ -116,7 +116,9 @@ def run_cli(capsys, *args):
     (["--strategy", "data,magic"], "unknown strategy 'magic'"),
     (["--ranks", "1,two,4"], "--ranks must list positive integers"),
     (["--ranks", "4,2"], "--ranks must be increasing"),
-    (["--batch", "0"], "--batch must be a positive integer"),
+    (["--batch-size", "0"], "--batch-size must be a positive integer"),
+    (["--optimizer", "adagrad"], "invalid choice: 'adagrad'"),
+    (["--momentum", "-0.5"], "--momentum must be >= 0"),
     (["--model", "784"], "model widths must be two or more"),
     (["--memory-per-rank", "lots"], "--memory-per-rank must be a size"),
 ])
