@@ -146,15 +146,24 @@ def version_text() -> str:
 
 
 def train_config(args: argparse.Namespace) -> TrainConfig:
-    """Flags override the TOML file, which overrides the defaults. An error about a value the
-    user typed as a flag names the flag (``--epochs``), not the config key."""
+    """Flags override the TOML file, which overrides the defaults."""
     values: dict[str, Any] = load_toml(args.config) if args.config else {}
-    typed = {k: v for k, v in vars(args).items() if k in known_keys() and v is not None}
-    values.update(typed)
+    values.update(_typed(args))
+    return make_config(values)
+
+
+def _typed(args: argparse.Namespace) -> dict[str, Any]:
+    """The config keys the user gave as flags."""
+    return {k: v for k, v in vars(args).items() if k in known_keys() and v is not None}
+
+
+def _named_by_flags(build, args: argparse.Namespace):
+    """``build(args)``; an error about a value the user typed as a flag names the flag
+    (``--epochs``), not the config key."""
     try:
-        return make_config(values)
+        return build(args)
     except ConfigError as exc:
-        raise ConfigError(as_flags(str(exc), typed)) from None
+        raise ConfigError(as_flags(str(exc), _typed(args))) from None
 
 
 def as_flags(message: str, keys) -> str:
@@ -190,13 +199,13 @@ def main(argv: list[str] | None = None) -> int:
             print(f"curves written to {plot_metrics(args.metrics, args.output)}")
             return 0
         if args.command == "train":
-            config = train_config(args)
+            config = _named_by_flags(train_config, args)
             set_blas_threads(config.threads)
             from mpinn.commands import train
 
             return train(config)
         if args.command == "sweep":
-            spec = sweep_spec(args)
+            spec = _named_by_flags(sweep_spec, args)
             set_blas_threads(spec.base.threads)
             from mpinn.sweep import sweep
 

@@ -53,16 +53,16 @@ def test_toml_config_and_flags(tmp_path):
 @pytest.mark.parametrize("args, message", [
     (["train", "--epochs", "0"], "epochs must be a positive integer"),
     (["train", "--lr", "-1"], "lr must be a positive number"),
-    (["train", "--batch-size", "abc"], "'batch_size' must be an integer"),
+    (["train", "--batch-size", "abc"], "argument --batch-size: invalid int value: 'abc'"),
     (["train", "--learning-rate", "0.1"], "unrecognized arguments"),
     (["train", "--dataset", "nosuch"], "unknown dataset 'nosuch'"),
-    (["train", "--activation", "swish"], "unknown activation 'swish'"),
-    (["train", "--optimizer", "adagrad"], "unknown optimizer 'adagrad'"),
+    (["train", "--activation", "swish"], "argument --activation: invalid choice: 'swish'"),
+    (["train", "--optimizer", "adagrad"], "argument --optimizer: invalid choice: 'adagrad'"),
     (["evaluate", "--model", "missing.npz"], "cannot read model file missing.npz"),
     (["train", "--deterministic", "--strategy", "pipeline"], "--deterministic covers --strategy data and zero"),
     (["train", "--resume", "auto"], "resume auto needs a checkpoint directory"),
     (["train", "--watchdog", "0"], "watchdog must be a positive number of seconds"),
-    (["train", "--group-size", "0"], "group_size must be a positive integer"),
+    (["train", "--group-size", "0"], "--group-size must be a positive integer"),
     (["export", "--model", "missing.npz", "--output", "w.safetensors"], "cannot read model file missing.npz"),
 ])
 def test_bad_input_exits_2_with_one_message_from_rank_0(args, message):

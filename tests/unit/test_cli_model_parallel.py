@@ -49,7 +49,7 @@ def test_layouts_the_model_cannot_take_exit_2_with_one_message(args, ranks, mess
     (["--strategy", "pipeline", "--stages", "3"], "3 pipeline stages need 3 ranks but the job has 1"),
     (["--grid", "data=2,pipeline=2"], "has 2 x 2 x 1 = 4 ranks but the job has 1"),
     (["--grid", "data=1", "--strategy", "tensor"], "--grid goes with --strategy grid"),
-    (["--strategy", "pipeline", "--schedule", "zigzag"], "unknown pipeline schedule 'zigzag'"),
+    (["--strategy", "pipeline", "--schedule", "zigzag"], "argument --schedule: invalid choice: 'zigzag'"),
 ])
 def test_layouts_the_world_cannot_take_exit_2_in_process(capsys, args, message):
     assert main(["train", "--epochs", "1", *args]) == 2

@@ -98,10 +98,10 @@ def test_train_command_runs_each_new_strategy(args):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["train", "--strategy", "zero", "--zero-stage", "3"], "zero_stage must be 1 or 2, got 3"),
+    (["train", "--strategy", "zero", "--zero-stage", "3"], "--zero-stage must be 1 or 2, got 3"),
     (["train", "--strategy", "async", "--staleness", "-1"], "staleness must be >= 0"),
     (["train", "--strategy", "async", "--servers", "2"], "needs at least one worker"),
-    (["train", "--sync-every", "0"], "sync_every must be a positive integer"),
+    (["train", "--sync-every", "0"], "--sync-every must be a positive integer"),
     (["sweep", "--vary", "lr"], "--vary takes KEY=VALUE"),
     (["sweep", "--ranks-per-config", "3"], "ranks_per_config 3 does not divide 2 ranks"),
 ])
