@@ -111,3 +111,12 @@ def test_plan_plot_without_matplotlib_exits_2_before_any_work(capsys, tmp_path, 
     code, out, err = run(capsys, "plan", "--profile", profile(tmp_path), "--plot", tmp_path / "p.png")
     assert code == 2 and out == "" and "pip install 'mpinn[plot]'" in err
     assert not (tmp_path / "p.png").exists()
+
+
+def test_flag_choices_are_the_names_the_math_registers():
+    from mpinn import config
+    from mpinn.nn.layers import ACTIVATIONS
+    from mpinn.optim import OPTIMIZERS
+
+    assert set(config.OPTIMIZERS) == set(OPTIMIZERS)
+    assert set(config.ACTIVATIONS) == set(ACTIVATIONS) - {"softmax"}
