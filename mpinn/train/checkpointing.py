@@ -119,7 +119,8 @@ class Checkpointing:
             path = self.save(model, strategy, progress)
             if preempted:
                 raise Preempted(f"preempted at step {progress.step}; checkpoint {path} written; "
-                                f"run again with resume to continue")
+                                f"run again with --resume auto (Checkpointing(..., resume='auto') in "
+                                f"Python) to continue")
 
     def save(self, model, strategy, progress: Progress) -> Path:
         """Gather the full state and let rank 0 write it and prune; returns the path (on every
