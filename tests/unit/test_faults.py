@@ -97,7 +97,7 @@ def test_sigterm_checkpoints_exits_75_and_resume_continues(tmp_path, uninterrupt
     finally:
         job.kill()
     assert job.returncode == 75, err
-    assert err.count("mpinn: preempted at step") == 1 and "run again with resume" in err
+    assert err.count("mpinn: preempted at step") == 1 and "run again with --resume auto" in err
     resume_and_compare(tmp_path, uninterrupted)
 
 
