@@ -112,15 +112,28 @@ class MetricsLog(Callback):
 
     def on_train_begin(self, epochs: int, steps_per_epoch: int, start_step: int = 0,
                        start_epoch: int = 0) -> None:
-        """A fresh run starts an empty log; a resumed one keeps the records up to its
-        checkpoint and appends to them."""
+        """A fresh run starts an empty log (an earlier run's log is moved aside, never
+        overwritten); a resumed one keeps the records up to its checkpoint and appends."""
         if not self.active:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if start_step == start_epoch == 0:
+            self._move_earlier_log_aside()
             self.path.write_text("")
         elif self.path.exists():
             self._keep_records_before(start_step, start_epoch)
+
+    def _move_earlier_log_aside(self) -> None:
+        if not self.path.exists() or self.path.stat().st_size == 0:
+            return
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        aside = self.path.with_name(f"{self.path.name}.previous-{stamp}")
+        copy = 1
+        while aside.exists():
+            copy += 1
+            aside = self.path.with_name(f"{self.path.name}.previous-{stamp}-{copy}")
+        self.path.rename(aside)
+        print(f"mpinn: {self.path} held an earlier run's log: moved to {aside.name}", flush=True)
 
     def _keep_records_before(self, step: int, epoch: int) -> None:
         """Drop the records written after the checkpoint the run resumes from (steps after

@@ -177,3 +177,15 @@ def test_resume_settings_are_checked():
         make_config({"resume": "fresh"})
     with pytest.raises(ConfigError, match="unknown resume 'sometimes'; choose one of: never, auto, fresh"):
         make_config({"resume": "sometimes", "checkpoint_dir": "ck"})
+
+
+def test_a_fresh_run_moves_an_earlier_metrics_log_aside(tmp_path, capsys):
+    from mpinn.train.callbacks import MetricsLog
+
+    log = tmp_path / "m.jsonl"
+    log.write_text('{"event": "step", "step": 10}\n')
+    MetricsLog(log, rank=0).on_train_begin(1, 10)
+    assert log.read_text() == ""
+    (aside,) = tmp_path.glob("m.jsonl.previous-*")
+    assert aside.read_text() == '{"event": "step", "step": 10}\n'
+    assert f"moved to {aside.name}" in capsys.readouterr().out

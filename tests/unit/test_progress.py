@@ -93,3 +93,4 @@ def test_a_bad_progress_interval_is_a_config_error(monkeypatch):
     monkeypatch.setenv("MPINN_PROGRESS_SECONDS", "-1")
     with pytest.raises(ConfigError, match="MPINN_PROGRESS_SECONDS must be a positive number"):
         progress_seconds()
+
