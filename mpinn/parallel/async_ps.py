@@ -1,7 +1,7 @@
 """Asynchronous training: parameter servers and workers, with bounded staleness (SSP).
 
 Ranks 0..S-1 are servers: server k holds the slice k of the flat parameter buffer and a
-fresh optimizer of the model's kind for it (see :mod:`mpinn.parallel.param_server`). The
+twin of the model's optimizer for it (see :mod:`mpinn.parallel.param_server`). The
 other W ranks are workers: worker w takes its contiguous part of every global batch,
 computes its share of the global-mean gradient on the parameters it holds, pushes each
 slice to its server and asks for fresh parameters, all with non-blocking point-to-point
@@ -28,9 +28,9 @@ from mpinn.errors import ConfigError
 from mpinn.parallel.comm import Communicator
 from mpinn.parallel.param_server import (DONE, TAG_GRAD, TAG_PARAMS, TAG_PULL, TAG_VERSION, ClockedShard,
                                          ServerRole)
-from mpinn.parallel.sharding import fresh_twin, load_twin_slice, shard_counts, state_slice
+from mpinn.parallel.sharding import shard_counts, slice_twin, state_slice
 from mpinn.parallel.strategy import Strategy
-from mpinn.train.step import accumulate_gradients, evaluate_rows
+from mpinn.train.step import GradientClip, accumulate_gradients, evaluate_rows, slice_runs
 
 
 class WorkerRole:
@@ -155,11 +155,13 @@ class AsyncParameterServer(Strategy):
         starts = [sum(counts[:k]) for k in range(self.servers)]
         self.slices = [(lo, lo + n) for lo, n in zip(starts, counts)]
         rank, workers = self.comm.rank, self.comm.size - self.servers
+        servers = self.comm.split(int(rank >= self.servers), key=rank) if self.servers > 1 else None
         self.shard = None
         if rank < self.servers:
             lo, hi = self.slices[rank]
-            self.shard = ClockedShard(model.params[lo:hi], fresh_twin(model.optimizer), max(workers, 1))
-            load_twin_slice(self.shard.optimizer, model.optimizer, lo, hi)
+            clip = GradientClip(slice_runs(model, lo, hi), servers.Allreduce if servers else None)
+            self.shard = ClockedShard(model.params[lo:hi], slice_twin(model.optimizer, lo, hi),
+                                      max(workers, 1), clip)
         if self.comm.size == 1:
             self.role = LocalRole(self.shard)
         elif self.shard is not None:

@@ -18,7 +18,7 @@ from mpinn.errors import ConfigError
 from mpinn.parallel.comm import Communicator
 from mpinn.parallel.exact import ExactGradients
 from mpinn.parallel.strategy import Strategy
-from mpinn.train.step import accumulate_gradients, evaluate_rows
+from mpinn.train.step import GradientClip, accumulate_gradients, evaluate_rows, update, whole_model_runs
 
 
 def plan_buckets(layer_offsets: list[int], param_layers: list[int], total: int,
@@ -61,6 +61,7 @@ class DataParallel(Strategy):
                                     bucket_elems) if self.overlap else [(0, model.grads.size)]
         if self.exact:
             self.exact.setup(model)
+        self.clip = GradientClip(whole_model_runs(model))
 
     def local_range(self, n_global: int) -> tuple[int, int]:
         """This rank's contiguous part of a global batch of ``n_global`` samples."""
@@ -94,8 +95,9 @@ class DataParallel(Strategy):
         self.exact.to_gradients(self.exact.sums, model.grads)
 
     def apply_update(self, model) -> None:
-        """The optimizer step once gradients are reduced (a sharded optimizer overrides it)."""
-        model.optimizer.step(model.params, model.grads)
+        """The shared update once gradients are reduced: every rank holds the whole reduced
+        gradient, so it clips alone (a sharded optimizer overrides it)."""
+        update(model.optimizer, model.params, model.grads, self.clip)
 
     def evaluate_tally(self, model, x: np.ndarray, y: np.ndarray, batch_size: int) -> np.ndarray:
         if self.exact:

@@ -2,7 +2,8 @@
 
 Each rank takes its contiguous part of every global batch (as in data parallelism), but
 steps its own replica with its own optimizer on the mean gradient of its rows alone, with no
-communication. Every ``sync_every`` steps one Allreduce averages the parameters, weighted by
+communication (clipping, if asked, clips that local gradient: there is no reduced one). Every
+``sync_every`` steps one Allreduce averages the parameters, weighted by
 the samples each replica saw since the last average; optimizer state stays local. With
 ``sync_every=1`` and plain SGD this is exactly synchronous data parallelism; larger k
 trades staleness between replicas for k times fewer exchanges.
@@ -19,7 +20,7 @@ from mpinn.data.samplers import shard_range
 from mpinn.errors import ConfigError
 from mpinn.parallel.comm import Communicator
 from mpinn.parallel.strategy import Strategy
-from mpinn.train.step import accumulate_gradients, evaluate_rows
+from mpinn.train.step import GradientClip, accumulate_gradients, evaluate_rows, update, whole_model_runs
 
 
 class LocalSGD(Strategy):
@@ -38,6 +39,7 @@ class LocalSGD(Strategy):
         self.comm.check_identical(model.params, "initial parameters")
         self.steps_since_sync = 0
         self.samples_since_sync = 0
+        self.clip = GradientClip(whole_model_runs(model))
 
     def local_range(self, n_global: int) -> tuple[int, int]:
         return shard_range(n_global, self.comm.rank, self.comm.size)
@@ -49,7 +51,7 @@ class LocalSGD(Strategy):
         model.zero_grad()
         tally = accumulate_gradients(model, x[rows], y[rows], max(len(rows), 1), accumulation_steps)
         if len(rows):
-            model.optimizer.step(model.params, model.grads)
+            update(model.optimizer, model.params, model.grads, self.clip)
         self.samples_since_sync += len(rows)
         self.steps_since_sync += 1
         if self.steps_since_sync == self.sync_every:

@@ -1,11 +1,14 @@
 """Model parallelism on a data x pipeline x tensor process grid: one strategy for all three.
 
 Each rank builds its own part of the model (its pipeline stage, with Dense pairs cut over its
-tensor group) as a Sequential over its own flat buffers, with its own optimizer. A step:
+tensor group) as a Sequential over its own flat buffers, stepped by a twin of the model's
+optimizer (its own state, the model optimizer's hyperparameters at every step). A step:
 this data replica's rows of the global batch run as micro-batches through the stages by the
 chosen schedule (point-to-point messages in the pipeline group, Allreduces inside the
 tensor-parallel layers); the stage's gradients are then reduced over its data-parallel
-group by an unchanged :class:`DataParallel`; the optimizer steps the local buffer.
+group by an unchanged :class:`DataParallel`; the shared update clips it (a norm summed over
+the replica's stages and tensor slices, a replicated tensor counted once) and the twin steps
+the local buffer.
 
 Pure pipeline is the grid 1 x N x 1, pure tensor parallelism 1 x 1 x N; every check of the
 input runs on every rank before the first message.
@@ -25,6 +28,8 @@ from mpinn.parallel.local_model import build_local_model, describe, measure_bloc
 from mpinn.parallel.pipeline import PipelineRunner
 from mpinn.parallel.strategy import Strategy
 from mpinn.parallel.tensor import tensor_comm_seconds
+from mpinn.optim.clipping import TensorRuns
+from mpinn.train.step import GradientClip, update
 from mpinn.layout import (GridShape, inference, make_schedule, parse_grid, plan_local_model,
                           stage_actions)
 from mpinn.layout.schedule import SCHEDULES
@@ -66,13 +71,25 @@ class ModelParallel(Strategy):
                                         if self.comm.is_root else None)
             plan = self._plan(types, counts, widths, costs)
         self.part = build_local_model(model, plan, tensor_comm)
-        self.optimizer = type(model.optimizer)(**model.optimizer.hyperparameters())
+        self.optimizer = model.optimizer.twin()
         if model.optimizer.state:
             self.optimizer.load_state_dict(self._localised(model.optimizer.state_dict()))
+        self.clip = self._clip(model, pipeline_comm, tensor_comm)
         self.data_parallel = DataParallel(data_comm, bucket_mb=self.bucket_mb)
         self.data_parallel.setup(self.part.model)
         self.runner = PipelineRunner(self.part.model, pipeline_comm, self.part.in_width,
                                      self.part.out_width)
+
+    def _clip(self, model, pipeline_comm: Communicator, tensor_comm: Communicator) -> GradientClip:
+        """Clipping of this part's gradient: its per-tensor squares summed over the tensor group,
+        then the pipeline group (one data replica: the whole model), each tensor the tensor
+        group replicates (a row-parallel bias, an unsplit layer) divided by its copies."""
+        sizes = np.array([p.size for p in model.named_params().values()])
+        tensor_of = np.repeat(np.arange(len(sizes), dtype=np.int32), sizes)
+        held = np.bincount(tensor_of[self.part.index], minlength=len(sizes)).astype(np.float64)
+        copies = np.maximum(tensor_comm.Allreduce(held) / sizes, 1.0)
+        runs = TensorRuns.of_index(tensor_of, self.part.index, copies)
+        return GradientClip(runs, lambda squares: pipeline_comm.Allreduce(tensor_comm.Allreduce(squares)))
 
     def _plan(self, types, counts, widths, costs):
         return plan_local_model(types, counts, widths, self.grid.pipeline, self.stage, self.grid.tensor,
@@ -106,9 +123,7 @@ class ModelParallel(Strategy):
         self.data_parallel.begin_step()
         tally = self._run(x, y, rows, len(batch), self.micro_batches * accumulation_steps, True)
         self.data_parallel.finish_gradients()
-        for name, value in model.optimizer.hyperparameters().items():  # follows lr schedules
-            setattr(self.optimizer, name, value)
-        self.optimizer.step(local.params, local.grads)
+        update(self.optimizer, local.params, local.grads, self.clip)
         return tally
 
     def evaluate_tally(self, model, x: np.ndarray, y: np.ndarray, batch_size: int) -> np.ndarray:

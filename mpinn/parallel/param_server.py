@@ -15,18 +15,21 @@ import numpy as np
 from mpi4py import MPI
 
 from mpinn.parallel.comm import Communicator
+from mpinn.train.step import GradientClip, update
 
 TAG_GRAD, TAG_PULL, TAG_VERSION, TAG_PARAMS = 21, 22, 23, 24
 DONE = -1  # a pull asking for this version says: no more messages from this worker
 
 
 class ClockedShard:
-    """Per-clock sums of the workers' gradients for ``params`` (a slice of the model), applied
-    with ``optimizer`` in clock order. No communication: the transport feeds it."""
+    """Per-clock sums of the workers' gradients for ``params`` (a slice of the model), clipped
+    server side by ``clip`` (its norm summed over the servers) and applied with ``optimizer``
+    (a twin of the model's) in clock order. No other communication: the transport feeds it."""
 
-    def __init__(self, params: np.ndarray, optimizer, workers: int) -> None:
+    def __init__(self, params: np.ndarray, optimizer, workers: int, clip: GradientClip) -> None:
         self.params = params
         self.optimizer = optimizer
+        self.clip = clip
         self.workers = workers
         self.version = 0
         self.next_clock = [0] * workers
@@ -43,7 +46,7 @@ class ClockedShard:
             self._sums[clock] = grad.copy()
         self._arrived[clock] = self._arrived.get(clock, 0) + 1
         while self._arrived.get(self.version) == self.workers:
-            self.optimizer.step(self.params, self._sums.pop(self.version))
+            update(self.optimizer, self.params, self._sums.pop(self.version), self.clip)
             del self._arrived[self.version]
             self.version += 1
 

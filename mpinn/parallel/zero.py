@@ -4,8 +4,10 @@
 Batch splitting, gradient weighting and the bucketed overlapped reduction are DataParallel's,
 unchanged. What differs is the update: rank r owns the slice [lo, hi) of the flat buffer
 (``shard_range``; sizes differ by one when N does not divide it), steps it with its own
-fresh optimizer of the model's kind (state for that slice only: ~1/N of the whole), then an
-in-place Allgatherv gives every rank the whole updated parameter buffer.
+twin of the model's optimizer (state for that slice only: ~1/N of the whole; hyperparameters
+read from the model's optimizer at every step), then an in-place Allgatherv gives every rank
+the whole updated parameter buffer. Clipping by a norm sums each shard's per-tensor squares
+over the ranks (exactly in deterministic mode, so the bits do not depend on N).
 
 - Stage 1 all-reduces the gradient buffer as DataParallel does; every rank then holds the
   whole global-mean gradient but only uses its slice of it.
@@ -26,11 +28,13 @@ import time
 from typing import Any
 
 import numpy as np
+from mpi4py import MPI
 
 from mpinn.errors import ConfigError
 from mpinn.parallel.comm import Communicator
 from mpinn.parallel.data_parallel import DataParallel
-from mpinn.parallel.sharding import fresh_twin, load_twin_slice, shard_counts, state_bytes, state_slice
+from mpinn.parallel.sharding import shard_counts, slice_twin, state_bytes, state_slice
+from mpinn.train.step import GradientClip, slice_runs, update
 
 ZERO_STAGES = (1, 2)
 
@@ -52,8 +56,9 @@ class ZeroDataParallel(DataParallel):
         self.counts = shard_counts(model.params.size, self.comm.size)
         self.lo = sum(self.counts[:self.comm.rank])
         self.hi = self.lo + self.counts[self.comm.rank]
-        self.optimizer = fresh_twin(model.optimizer)
-        load_twin_slice(self.optimizer, model.optimizer, self.lo, self.hi)
+        self.optimizer = slice_twin(model.optimizer, self.lo, self.hi)
+        largest = (lambda value: self.comm.allreduce_obj(value, MPI.MAX)) if self.exact else None
+        self.shard_clip = GradientClip(slice_runs(model, self.lo, self.hi), self.comm.Allreduce, largest)
         self.grad_shard = model.grads[:self.hi - self.lo] if self.stage == 2 else None
 
     def on_grads_ready(self, offset: int) -> None:
@@ -90,7 +95,7 @@ class ZeroDataParallel(DataParallel):
     def apply_update(self, model) -> None:
         """Step this rank's slice with its own optimizer, then share every slice with every rank."""
         grads = self.grad_shard if self.stage == 2 else model.grads[self.lo:self.hi]
-        self.optimizer.step(model.params[self.lo:self.hi], grads)
+        update(self.optimizer, model.params[self.lo:self.hi], grads, self.shard_clip)
         start = time.perf_counter()
         self.comm.Allgatherv(model.params, self.counts)
         self.comm_seconds += time.perf_counter() - start
