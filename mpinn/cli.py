@@ -14,8 +14,9 @@ import re
 import sys
 from typing import Any
 
-from mpinn.config import (ACTIVATIONS, BALANCES, OPTIMIZERS, RESUME_CHOICES, SAMPLERS, SCHEDULES,
-                          STRATEGIES, TrainConfig, known_keys, load_toml, make_config)
+from mpinn.config import (ACTIVATIONS, BALANCES, LR_SCHEDULES, OPTIMIZERS, RESUME_CHOICES, SAMPLERS,
+                          SCHEDULE_UNITS, SCHEDULES, STRATEGIES, TrainConfig, known_keys, load_toml,
+                          make_config)
 from mpinn.errors import ConfigError, Preempted
 from mpinn.flags import NOTICES
 from mpinn.plan.commands import PLANNING_COMMANDS, add_planning_commands, run_planning_command
@@ -27,6 +28,13 @@ FLAG_HELP = {
     "activation": "hidden activation: relu, leaky_relu, tanh, sigmoid",
     "optimizer": "sgd, adam, adamw or rmsprop",
     "batch_size": "GLOBAL batch size (split over the ranks)",
+    "clip_norm": "clip the gradient by the whole model's norm (Keras' global_clipnorm)",
+    "lr_schedule": "learning-rate schedule: step, cosine (to --lr-min over the run) or warmup-cosine",
+    "lr_schedule_per": "count the schedule per epoch (default) or per step",
+    "lr_step_size": "step schedule: multiply the lr by --lr-factor every N epochs/steps (default 10)",
+    "lr_factor": "step schedule: the factor (default 0.1)",
+    "lr_warmup": "warmup-cosine: epochs/steps of linear warm-up from 0.1 x lr (default 1)",
+    "lr_min": "cosine, warmup-cosine: the lr at the end of the run (default 0)",
     "strategy": "parallel strategy: data, pipeline, tensor, grid, zero, async or local-sgd",
     "zero_stage": "ZeRO stage: 1 shards optimizer state, 2 (default) also the reduced gradients",
     "staleness": "async: a worker may run this many steps ahead of the slowest (0: synchronous; default 4)",
@@ -59,7 +67,8 @@ FLAG_HELP = {
 
 FLAG_CHOICES = {"strategy": STRATEGIES, "sampler": SAMPLERS, "resume": RESUME_CHOICES,
                 "optimizer": OPTIMIZERS, "activation": ACTIVATIONS, "schedule": SCHEDULES,
-                "balance": BALANCES, "verbose": (0, 1, 2)}
+                "balance": BALANCES, "verbose": (0, 1, 2), "lr_schedule": LR_SCHEDULES,
+                "lr_schedule_per": SCHEDULE_UNITS}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -147,9 +156,15 @@ def version_text() -> str:
 
 def train_config(args: argparse.Namespace) -> TrainConfig:
     """Flags override the TOML file, which overrides the defaults."""
+    return make_config(given_settings(args))
+
+
+def given_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The settings the user gave, in the TOML file or as flags (flags win); the config fills
+    in the defaults, and a resumed run the checkpoint's."""
     values: dict[str, Any] = load_toml(args.config) if args.config else {}
     values.update(_typed(args))
-    return make_config(values)
+    return values
 
 
 def _typed(args: argparse.Namespace) -> dict[str, Any]:
@@ -203,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
             set_blas_threads(config.threads)
             from mpinn.commands import train
 
-            return train(config)
+            return train(config, frozenset(given_settings(args)))
         if args.command == "sweep":
             spec = _named_by_flags(sweep_spec, args)
             set_blas_threads(spec.base.threads)

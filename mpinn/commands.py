@@ -14,7 +14,7 @@ from mpinn.data.validate import check_features, check_xy
 from mpinn.errors import ConfigError
 from mpinn.export import export_model
 from mpinn.nn import Dense, Sequential
-from mpinn.optim import get_optimizer
+from mpinn.optim import CosineAnnealingLR, Optimizer, Schedule, StepLR, WarmupCosine, get_optimizer
 from mpinn.parallel import Communicator, DataParallel, ModelParallel, Strategy, install_abort_hook
 from mpinn.parallel.async_ps import AsyncParameterServer
 from mpinn.parallel.local_sgd import LocalSGD
@@ -101,7 +101,9 @@ def _report(comm: Communicator, label: str, result) -> None:
         print(f"{label} loss {loss:.4f}{extra}", flush=True)
 
 
-def train(config: TrainConfig) -> int:
+def train(config: TrainConfig, given: frozenset[str] | None = None) -> int:
+    """Train as ``config`` says; ``given`` names the settings the user gave (None: all), which
+    on resume replace the checkpoint's (see :mod:`mpinn.train.resume`)."""
     data = load_dataset(config.dataset, seed=config.seed)
     model = build_model(config, data)
     comm = _world(config.watchdog)
@@ -116,8 +118,9 @@ def train(config: TrainConfig) -> int:
     model.fit(data.x_train, data.y_train, epochs=config.epochs, batch_size=config.batch_size,
               validation_split=config.validation_split, shuffle=config.sampler == "random",
               drop_last=config.drop_last, accumulation_steps=config.accumulation_steps,
-              strategy=strategy, callbacks=callbacks, checkpoint=checkpointing(config),
-              verbose=config.verbose, log_every=config.log_every)
+              strategy=strategy, callbacks=callbacks, checkpoint=checkpointing(config, given),
+              verbose=config.verbose, log_every=config.log_every,
+              lr_schedule=lr_schedule(config, model.optimizer))
     _report(comm, "test", model.evaluate(data.x_test, data.y_test, strategy=strategy))
     if config.save and comm.is_root:
         model.save(config.save)
@@ -131,13 +134,26 @@ def check_test_set(model: Sequential, data: Dataset) -> None:
     check_xy(data.x_test, data.y_test, n_classes=data.n_classes or None, name="x_test")
 
 
-def checkpointing(config: TrainConfig) -> Checkpointing | None:
+def checkpointing(config: TrainConfig, given: frozenset[str] | None = None) -> Checkpointing | None:
     """The checkpoint policy of the config (None without a checkpoint directory)."""
     if not config.checkpoint_dir:
         return None
     return Checkpointing(config.checkpoint_dir, every=config.checkpoint_every,
                          keep=config.keep_checkpoints, resume=config.resume,
-                         run_config=dataclasses.asdict(config))
+                         run_config=dataclasses.asdict(config), given=given)
+
+
+def lr_schedule(config: TrainConfig, optimizer: Optimizer) -> Schedule | None:
+    """The schedule ``--lr-schedule`` names, counted per epoch or per step; the cosines span the
+    whole run (fit tells them its length)."""
+    per = config.lr_schedule_per
+    if config.lr_schedule == "step":
+        return StepLR(optimizer, config.lr_step_size, config.lr_factor, per=per)
+    if config.lr_schedule == "cosine":
+        return CosineAnnealingLR(optimizer, None, config.lr_min, per=per)
+    if config.lr_schedule == "warmup-cosine":
+        return WarmupCosine(optimizer, config.lr_warmup, None, config.lr_min, per=per)
+    return None
 
 
 def _load_model(path: str) -> Sequential:

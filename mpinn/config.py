@@ -26,6 +26,8 @@ OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")  # the names mpinn.optim.OPTIMI
 ACTIVATIONS = ("relu", "leaky_relu", "tanh", "sigmoid")  # hidden activations of mpinn.nn
 SCHEDULES = ("1f1b", "gpipe")
 BALANCES = ("params", "time")
+LR_SCHEDULES = ("step", "cosine", "warmup-cosine")
+SCHEDULE_UNITS = ("epoch", "step")
 
 
 @dataclass(frozen=True)
@@ -37,6 +39,13 @@ class TrainConfig:
     lr: Optional[float] = None
     momentum: Optional[float] = None
     weight_decay: Optional[float] = None
+    clip_norm: Optional[float] = None
+    lr_schedule: Optional[str] = None
+    lr_schedule_per: str = "epoch"
+    lr_step_size: int = 10
+    lr_factor: float = 0.1
+    lr_warmup: int = 1
+    lr_min: float = 0.0
     epochs: int = 20
     batch_size: int = 32
     seed: int = 0
@@ -88,6 +97,7 @@ class TrainConfig:
         if self.sampler not in SAMPLERS:
             raise ConfigError(f"unknown sampler {self.sampler!r}; choose one of: {', '.join(SAMPLERS)}")
         self._check_checkpointing()
+        self._check_lr_schedule()
         self._check_deterministic()
         self._check_sharded_and_async()
 
@@ -112,6 +122,20 @@ class TrainConfig:
         if self.watchdog is not None and not self.watchdog > 0:
             raise ConfigError(f"watchdog must be a positive number of seconds, got {self.watchdog}")
 
+    def _check_lr_schedule(self) -> None:
+        if self.clip_norm is not None and not self.clip_norm > 0:
+            raise ConfigError(f"clip_norm must be a positive number, got {self.clip_norm}")
+        if self.lr_schedule is not None and self.lr_schedule not in LR_SCHEDULES:
+            raise ConfigError(f"unknown lr_schedule {self.lr_schedule!r}; choose one of: "
+                              f"{', '.join(LR_SCHEDULES)}")
+        if self.lr_schedule_per not in SCHEDULE_UNITS:
+            raise ConfigError(f"lr_schedule_per must be epoch or step, got {self.lr_schedule_per!r}")
+        for name in ("lr_step_size", "lr_warmup"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be a positive integer, got {getattr(self, name)}")
+        if not self.lr_factor > 0 or self.lr_min < 0:
+            raise ConfigError(f"lr_factor must be > 0 and lr_min >= 0, got {self.lr_factor} and {self.lr_min}")
+
     def _check_deterministic(self) -> None:
         if self.group_size < 1:
             raise ConfigError(f"group_size must be a positive integer, got {self.group_size}")
@@ -129,8 +153,12 @@ class TrainConfig:
                 raise ConfigError(f"{name} must be a positive integer, got {getattr(self, name)}")
 
     def optimizer_options(self) -> dict[str, float]:
-        names = ("lr", "momentum", "weight_decay")
-        return {n: getattr(self, n) for n in names if getattr(self, n) is not None}
+        """The optimizer settings given (the others keep the optimizer's defaults, or on resume
+        the checkpoint's); --clip-norm is Keras' global_clipnorm."""
+        names = {"lr": "lr", "momentum": "momentum", "weight_decay": "weight_decay",
+                 "clip_norm": "global_clipnorm"}
+        return {option: getattr(self, name) for name, option in names.items()
+                if getattr(self, name) is not None}
 
 
 def _coerce(name: str, value: Any, kind: Any) -> Any:

@@ -21,6 +21,7 @@ from mpinn.train.checkpoint import (Checkpoint, Progress, check_same_model, list
                                     read_checkpoint, write_checkpoint)
 from mpinn.train.checkpoint_folder import (Survey, prune, remove_temporaries, set_aside,
                                            set_aside_damaged, survey)
+from mpinn.train.resume import check_fixed_settings, resume_notice, run_changes
 
 PREEMPTION_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
 
@@ -33,7 +34,11 @@ class Checkpointing:
 
     ``resume``: ``"auto"`` (or True) continues from the newest valid checkpoint, ``"fresh"``
     moves the folder's checkpoints aside and starts over, ``"never"`` (or False) refuses a
-    folder that holds checkpoints."""
+    folder that holds checkpoints.
+
+    On resume (see :mod:`mpinn.train.resume`), ``run_config`` settings that shape the model or
+    the data order must equal the checkpoint's, and those in ``given`` (the ones the user gave;
+    None: all) replace the checkpoint's; the others are the checkpoint's."""
 
     directory: str | Path
     every: int = 0
@@ -41,6 +46,7 @@ class Checkpointing:
     resume: str | bool = "auto"
     run_config: dict[str, Any] = field(default_factory=dict)
     signals: tuple[int, ...] = PREEMPTION_SIGNALS
+    given: frozenset[str] | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.every, bool) or not isinstance(self.every, int) or self.every < 0:
@@ -53,6 +59,7 @@ class Checkpointing:
         self._signalled = False
         self._previous_handlers: dict[int, Any] = {}
         self._sequence = 1  # of the next write (rank 0)
+        self.saved_run: dict[str, Any] = {}
 
     def start(self, model, strategy) -> Progress:
         """Restore the newest valid checkpoint if asked, then catch the preemption signals."""
@@ -61,13 +68,31 @@ class Checkpointing:
             raise ConfigError(found)
         progress = Progress()
         if found is not None:
+            model.optimizer.load_settings(found.optimizer_state)
             strategy.load_full_state(model, found.params, found.optimizer_state)
+            self._settle_run_settings(model, strategy, found)
             progress = found.progress
             if not strategy.comm.is_root:  # the saved tallies are already sums over ranks
                 progress.epoch_tally, progress.window_tally = np.zeros(3), np.zeros(3)
         for signum in self.signals:
             self._previous_handlers[signum] = signal.signal(signum, self._on_signal)
         return progress
+
+    def _settle_run_settings(self, model, strategy, found: Checkpoint) -> None:
+        """Run settings not given take the checkpoint's; rank 0 prints one notice of what the
+        given ones (and the optimizer's explicit settings) changed."""
+        self.saved_run = found.meta.get("run", {})
+        given = frozenset(self.run_config) if self.given is None else self.given
+        changes = {**model.optimizer.overridden, **run_changes(self.saved_run, self.run_config, given)}
+        if "epochs" not in given and "epochs" in self.saved_run and "epochs" in self.run_config:
+            self.run_config = {**self.run_config, "epochs": self.saved_run["epochs"]}
+        notice = resume_notice(changes)
+        if notice and strategy.comm.is_root:
+            print(notice, flush=True)
+
+    def total_epochs(self, epochs: int) -> int:
+        """The epochs to train in all: the run's, or the checkpoint's when the run did not give them."""
+        return int(self.run_config.get("epochs", epochs))
 
     def _prepare_on_root(self, model) -> Checkpoint | str | None:
         """The checkpoint to resume from, None to start afresh, or what is wrong (a message,
@@ -85,6 +110,7 @@ class Checkpointing:
         if self.resume == "auto" and found.valid:
             checkpoint = read_checkpoint(found.valid[0].path)
             try:
+                check_fixed_settings(checkpoint.meta.get("run", {}), self.run_config, checkpoint.path)
                 check_same_model(checkpoint, model.get_config())
             except ConfigError as exc:
                 return str(exc)

@@ -17,6 +17,7 @@ from mpinn.data.samplers import global_batches, make_sampler, num_batches
 from mpinn.data.validate import check_xy
 from mpinn.errors import ConfigError, require_positive
 from mpinn.nn.losses import CrossEntropyLoss
+from mpinn.optim.schedules import Schedule
 from mpinn.train.callbacks import Callback, default_callbacks
 from mpinn.train.checkpoint import Progress
 from mpinn.train.checkpointing import Checkpointing
@@ -43,7 +44,8 @@ def fit(model, x: np.ndarray, y: np.ndarray, *, epochs: int = 1, batch_size: int
         validation_data: tuple[np.ndarray, np.ndarray] | None = None,
         validation_split: float = 0.0, shuffle: bool = True, drop_last: bool = False,
         accumulation_steps: int = 1, strategy: Any = None, callbacks: list[Callback] | None = None,
-        verbose: int = 1, log_every: int | None = None, checkpoint: Checkpointing | None = None) -> History:
+        verbose: int = 1, log_every: int | None = None, checkpoint: Checkpointing | None = None,
+        lr_schedule: Schedule | None = None) -> History:
     """Train ``model`` (compiled) on (x, y); ``batch_size`` is the GLOBAL batch.
 
     Every rank passes the same x and y; each takes its contiguous part of every global
@@ -51,15 +53,21 @@ def fit(model, x: np.ndarray, y: np.ndarray, *, epochs: int = 1, batch_size: int
     the total: with ``checkpoint`` resuming at epoch e, batch b, training goes on from there.
     ``log_every`` is the metrics-record window (default 10 steps); with ``verbose=1`` a
     progress line comes every ``log_every`` steps if given, else about every 10 s.
+    ``lr_schedule`` (built on ``model.optimizer``) is stepped after every epoch or step, as
+    it counts, and saved and restored with the optimizer in checkpoints.
     """
     x, y, validation_data = _checked_inputs(model, x, y, epochs, batch_size, validation_data,
                                             validation_split, accumulation_steps)
+    _attach_schedule(model, lr_schedule)
     strategy = strategy or _default_strategy()
     strategy.setup(model)
     callbacks = default_callbacks(strategy.comm, verbose) if callbacks is None else callbacks
     sampler = make_sampler("random" if shuffle else "contiguous", len(x), model.seed)
     progress = checkpoint.start(model, strategy) if checkpoint else Progress()
+    epochs = checkpoint.total_epochs(epochs) if checkpoint else epochs
     steps_per_epoch = num_batches(len(x), batch_size, drop_last)
+    if lr_schedule is not None:
+        lr_schedule.span(epochs * (steps_per_epoch if lr_schedule.per == "step" else 1))
     history, window = History(), _Window(strategy, log_every or DEFAULT_LOG_EVERY, progress)
     ticker = ProgressTicker(strategy, epochs * steps_per_epoch, progress.step, log_every) if verbose == 1 else None
     for callback in callbacks:
@@ -73,12 +81,14 @@ def fit(model, x: np.ndarray, y: np.ndarray, *, epochs: int = 1, batch_size: int
                 progress.epoch_tally += part
                 progress.batch += 1
                 progress.step += 1
+                _advance_schedule(lr_schedule, "step")
                 window.add(part, progress, callbacks)
                 if ticker:
                     ticker.add(part, progress.step, callbacks)
                 if checkpoint:
                     checkpoint.after_step(model, strategy, progress, progress.batch == len(batches))
             _end_epoch(model, strategy, progress, validation_data, batch_size, history, callbacks)
+            _advance_schedule(lr_schedule, "epoch")
             if checkpoint:
                 checkpoint.save(model, strategy, progress)
     finally:
@@ -88,6 +98,21 @@ def fit(model, x: np.ndarray, y: np.ndarray, *, epochs: int = 1, batch_size: int
     for callback in callbacks:
         callback.on_train_end()
     return history
+
+
+def _attach_schedule(model, schedule: Schedule | None) -> None:
+    """The model's optimizer carries the schedule fit steps (so checkpoints save its position)."""
+    if schedule is None:
+        return
+    if schedule.optimizer is not model.optimizer:
+        raise ConfigError("lr_schedule is built on another optimizer than model.optimizer; build it "
+                          "on model.optimizer (after compile)")
+    model.optimizer.schedule = schedule
+
+
+def _advance_schedule(schedule: Schedule | None, unit: str) -> None:
+    if schedule is not None and schedule.per == unit:
+        schedule.step()
 
 
 def _end_epoch(model, strategy, progress: Progress, validation_data, batch_size: int,
