@@ -63,7 +63,8 @@ class TensorRuns:
         tensors = np.arange(first, max(first, last))
         tensors = tensors[bounds[tensors + 1] > bounds[tensors]]  # no empty tensor makes a run
         starts = np.maximum(bounds[tensors], lo) - lo
-        return cls(starts, tensors, np.ones(len(tensors)), len(sizes))
+        keep = starts < hi - lo  # an empty slice has no run
+        return cls(starts[keep], tensors[keep], np.ones(int(keep.sum())), len(sizes))
 
     @classmethod
     def of_index(cls, tensor_of: np.ndarray, index: np.ndarray, copies: np.ndarray) -> "TensorRuns":

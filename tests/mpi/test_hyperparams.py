@@ -127,8 +127,10 @@ CLIPPING = [{"clipnorm": 0.05}, {"global_clipnorm": 0.1}, {"clipvalue": 0.01}]
 
 
 @pytest.mark.parametrize("clip", CLIPPING, ids=lambda clip: next(iter(clip)))
-@pytest.mark.parametrize("name", [n for n in EQUIVALENT if not n.startswith("local")])
+@pytest.mark.parametrize("name", EQUIVALENT)
 def test_clipping_equals_one_rank(comm, name, clip):
+    if name.startswith("local") and comm.size > 1:
+        pytest.skip("local SGD clips each replica's own gradient: one rank's result only at one rank")
     model = build(sgd_for(name, **clip))
     history = fit(model, make_strategy(name, comm))
     reference = build(sgd_for(name, **clip))

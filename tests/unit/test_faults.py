@@ -200,6 +200,6 @@ def test_a_checkpoint_from_another_model_exits_2_and_stays_intact(tmp_path):
     before = {p.name: p.read_bytes() for p in checkpoints.iterdir()}
     run = mpinn("train", "--epochs", 2, "--checkpoint-dir", checkpoints, "--resume", "auto")
     assert run.returncode == 2 and run.stderr.count("mpinn: error") == 1
-    assert "was written for a different model (64-32-10 float32) than this run's (64-64-10" in run.stderr
+    assert "--hidden 64 differs from 32 in checkpoint" in run.stderr
     assert "Traceback" not in run.stderr
     assert {p.name: p.read_bytes() for p in checkpoints.iterdir()} == before
