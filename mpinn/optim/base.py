@@ -149,15 +149,17 @@ class Optimizer:
     def load_settings(self, state: dict[str, Any]) -> None:
         """The saved hyperparameters and schedule position, except that a setting given
         explicitly to this optimizer (``explicit``) keeps its value; ``overridden`` then lists
-        each such setting whose saved value differed, as (saved, kept). With a schedule, an
-        explicit lr is the schedule's new base rate and the position is restored."""
+        each such setting whose saved value differed, as (saved, kept). A clipping threshold
+        given replaces the saved one, of whichever kind. With a schedule, an explicit lr is the
+        schedule's new base rate and the position is restored."""
         saved = dict(state.get("hyper", {}))
         schedule_state = state.get("schedule")
         if self.schedule is not None and schedule_state is not None:
             saved["lr"] = schedule_state["base_lr"]
         self.overridden = {}
+        clipping_given = bool(self.explicit & set(CLIP_DEFAULTS))
         for name in self.setting_names():
-            if name not in saved:
+            if name not in saved or (clipping_given and name in CLIP_DEFAULTS and name not in self.explicit):
                 continue
             value = tuple(saved[name]) if isinstance(self.defaults.get(name), tuple) else saved[name]
             current = self.schedule.base_lr if name == "lr" and self.schedule else getattr(self, name)

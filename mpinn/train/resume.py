@@ -5,8 +5,8 @@
 - Hyperparameters given explicitly (to the optimizer, or ``--lr``, ``--momentum``,
   ``--weight-decay``, ``--epochs``) win over the checkpoint's, and one notice lists what
   changed; with a schedule, a given lr is its new base rate.
-- A setting that shapes the model or the data and the order it is seen in cannot change:
-  the run stops with a ConfigError naming it.
+- A setting that shapes the model, the data and the order it is seen in, or the lr
+  schedule, cannot change: the run stops with a ConfigError naming it.
 """
 
 from __future__ import annotations
@@ -21,7 +21,9 @@ FIXED_SETTINGS = {
     "hidden": "--hidden", "activation": "--activation", "dataset": "--dataset", "seed": "--seed",
     "batch_size": "--batch-size", "sampler": "--sampler", "drop_last": "--drop-last",
     "validation_split": "--validation-split", "group_size": "--group-size",
-    "optimizer": "--optimizer",
+    "optimizer": "--optimizer", "lr_schedule": "--lr-schedule", "lr_schedule_per": "--lr-schedule-per",
+    "lr_step_size": "--lr-step-size", "lr_factor": "--lr-factor", "lr_warmup": "--lr-warmup",
+    "lr_min": "--lr-min",
 }
 # run settings a resumed run may change when it gives them (the optimizer's come through it)
 RUN_HYPERPARAMETERS = ("epochs",)
@@ -33,9 +35,9 @@ def check_fixed_settings(saved_run: dict[str, Any], run_config: dict[str, Any], 
     for name, flag in FIXED_SETTINGS.items():
         if name in saved_run and name in run_config and _same(saved_run[name]) != _same(run_config[name]):
             raise ConfigError(f"{flag} {_shown(run_config[name])} differs from {_shown(saved_run[name])} "
-                              f"in checkpoint {path}: it changes the model or the data order, so the "
-                              f"run cannot continue; give {flag} {_shown(saved_run[name])}, or start "
-                              f"afresh in another --checkpoint-dir")
+                              f"in checkpoint {path}: a resumed run keeps its model, data order and "
+                              f"lr schedule; give {flag} {_shown(saved_run[name])}, or start afresh "
+                              f"in another --checkpoint-dir")
 
 
 def run_changes(saved_run: dict[str, Any], run_config: dict[str, Any],
@@ -62,6 +64,6 @@ def _same(value: Any) -> Any:
 def _shown(value: Any) -> str:
     if isinstance(value, (list, tuple)):
         return ",".join(map(str, value))
-    if isinstance(value, bool):
+    if isinstance(value, bool) or value is None:
         return str(value).lower()
     return f"{value:g}" if isinstance(value, float) else str(value)

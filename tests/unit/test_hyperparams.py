@@ -73,6 +73,15 @@ def test_momentum_turned_on_at_resume_starts_a_zero_buffer():
     assert resumed.overridden == {"momentum": (0.0, 0.9)}
 
 
+def test_a_given_clipping_threshold_replaces_the_saved_one_of_another_kind():
+    resumed = SGD(lr=0.1, clipvalue=0.5)
+    resumed.load_settings(saved_sgd(lr=0.1, global_clipnorm=1.0))
+    assert resumed.clipvalue == 0.5 and resumed.global_clipnorm is None
+    kept = SGD(lr=0.1)
+    kept.load_settings(saved_sgd(lr=0.1, global_clipnorm=1.0))
+    assert kept.global_clipnorm == 1.0
+
+
 def test_a_given_lr_replaces_the_schedules_base_and_the_position_is_restored():
     first = SGD(lr=1.0)
     first.schedule = StepLR(first, 1, 0.5)
