@@ -21,14 +21,15 @@ def test_given_hyperparameters_win_on_resume_with_one_notice_and_others_are_the_
     assert run.returncode == 0, run.stderr
     run = mpinn(*BASE, "--resume", "auto", "--epochs", 2, "--checkpoint-dir", tmp_path, ranks=1)
     assert run.returncode == 0, run.stderr
-    assert "settings given for this run: epochs 1 -> 2\n" in run.stdout  # lr, momentum: the checkpoint's
+    assert "replace the checkpoint's: epochs 1 -> 2\n" in run.stdout  # lr, momentum: the checkpoint's
     meta = saved_meta(tmp_path)
     assert meta["step"] > 0 and meta["optimizer"]["hyper"]["lr"] == 0.02
     assert meta["optimizer"]["hyper"]["momentum"] == 0.5
 
     run = mpinn(*BASE, "--resume", "auto", "--epochs", 3, "--lr", 0.5, "--checkpoint-dir", tmp_path)
     assert run.returncode == 0, run.stderr
-    assert run.stdout.count("with settings given for this run: lr 0.02 -> 0.5, epochs 2 -> 3") == 1
+    assert run.stdout.count("mpinn: settings given for this run replace the checkpoint's: "
+                            "lr 0.02 -> 0.5, epochs 2 -> 3\n") == 1
     assert run.stdout.count("epoch 3/3") == 1 and "epoch 2/3" not in run.stdout
     meta = saved_meta(tmp_path)
     assert meta["optimizer"]["hyper"]["lr"] == 0.5 and meta["optimizer"]["hyper"]["momentum"] == 0.5
