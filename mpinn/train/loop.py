@@ -63,6 +63,8 @@ def fit(model, x: np.ndarray, y: np.ndarray, *, epochs: int = 1, batch_size: int
     strategy.setup(model)
     callbacks = default_callbacks(strategy.comm, verbose) if callbacks is None else callbacks
     sampler = make_sampler("random" if shuffle else "contiguous", len(x), model.seed)
+    if checkpoint:  # the checkpoints record the run's total, so a resume can name a change of it
+        checkpoint.run_config = {"epochs": epochs, **checkpoint.run_config}
     progress = checkpoint.start(model, strategy) if checkpoint else Progress()
     epochs = checkpoint.total_epochs(epochs) if checkpoint else epochs
     steps_per_epoch = num_batches(len(x), batch_size, drop_last)

@@ -192,3 +192,27 @@ def test_a_run_length_schedule_takes_the_runs_length():
         WarmupCosine(SGD(lr=1.0), warmup=3, t_max=None).span(3)
     with pytest.raises(ConfigError, match="per 'epoch' or per 'step'"):
         StepLR(SGD(), 1, per="batch")
+
+
+# ---- resume through fit -------------------------------------------------------------------
+def test_fit_resumes_with_the_given_optimizer_settings_and_epochs_and_says_so(tmp_path, capsys):
+    from mpinn.data import make_classification
+    from mpinn.nn import Dense, Sequential
+    from mpinn.train.checkpointing import Checkpointing
+
+    x, y = make_classification(n_samples=40, n_features=4, n_classes=2, seed=1)
+
+    def run(optimizer, epochs):
+        model = Sequential([Dense(6, input_dim=4, activation="relu"), Dense(2, activation="softmax")], seed=0)
+        model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy")
+        schedule = StepLR(model.optimizer, 1, 0.5)
+        model.fit(x, y, epochs=epochs, batch_size=10, verbose=0, checkpoint=Checkpointing(tmp_path),
+                  lr_schedule=schedule)
+        return model
+
+    run(SGD(lr=0.1, momentum=0.9), 1)
+    capsys.readouterr()
+    resumed = run(SGD(lr=0.4), 2)  # momentum not given: the checkpoint's 0.9
+    out = capsys.readouterr().out
+    assert out.count("replace the checkpoint's: lr 0.1 -> 0.4, epochs 1 -> 2\n") == 1
+    assert resumed.optimizer.momentum == 0.9 and resumed.optimizer.lr == pytest.approx(0.1)  # 0.4 * 0.5^2
