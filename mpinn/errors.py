@@ -31,3 +31,11 @@ class Preempted(Exception):
     ``EXIT_CODE`` (EX_TEMPFAIL), which a batch script can test to requeue the job."""
 
     EXIT_CODE = 75
+
+
+class UnsupportedFeature(ConfigError, NotImplementedError):
+    """A Keras/TensorFlow feature mpinn does not offer; the message names it and what mpinn
+    supports instead (never an ``AttributeError`` deep in a port)."""
+
+    def __init__(self, feature: str, instead: str) -> None:
+        super().__init__(f"{feature} is not supported by mpinn; {instead}")

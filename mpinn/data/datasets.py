@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mpinn.errors import ConfigError, require_positive, unknown_name
+from mpinn.errors import ConfigError, UnsupportedFeature, require_positive, unknown_name
 
 
 @dataclass(frozen=True, eq=False)
@@ -25,6 +25,13 @@ class Dataset:
     y_test: np.ndarray
     n_classes: int | None
     name: str
+
+    @classmethod
+    def from_tensor_slices(cls, *args, **kwargs):
+        """``tf.data.Dataset.from_tensor_slices`` in a port: say what mpinn takes instead."""
+        raise UnsupportedFeature("a tf.data pipeline (Dataset.from_tensor_slices)",
+                                 "pass numpy arrays to fit: model.fit(x, y, batch_size=..., "
+                                 "shuffle=True); batching and sharding over ranks are built in")
 
 
 def xor() -> tuple[np.ndarray, np.ndarray]:

@@ -243,11 +243,12 @@ class Sequential:
         return {"seed": self.seed, "dtype": self.dtype.name, "input_dim": self.input_dim,
                 "layers": [layer.get_config() for layer in self.layers]}
 
-    def save(self, path: str | os.PathLike) -> None:
-        """Write architecture and parameters to an .npz (atomically)."""
+    def save(self, path: str | os.PathLike, params: np.ndarray | None = None) -> None:
+        """Write architecture and parameters to an .npz (atomically); ``params`` replaces the
+        model's own (the whole model gathered from a strategy that holds only parts of it)."""
         from mpinn.io import atomic_save_npz
 
-        atomic_save_npz(path, {"params": self.params,
+        atomic_save_npz(path, {"params": self.params if params is None else params,
                                "config": np.array(json.dumps(self.get_config()))})
 
     @classmethod

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import sys
 import time
@@ -10,15 +11,53 @@ from typing import Any, TextIO
 
 from mpinn.io import atomic_write
 from mpinn.train.progress import format_rate, format_seconds
+from mpinn.train.state import ModelState, restore_state, take_state
 
 
 class Callback:
-    """Hooks called by the training loop on every rank; each callback decides who acts."""
+    """Hooks the training loop calls on every rank, with Keras' names and arguments.
 
-    def on_train_begin(self, epochs: int, steps_per_epoch: int, start_step: int = 0,
-                       start_epoch: int = 0) -> None:
-        """Training is about to start: at ``start_step`` in ``start_epoch`` (0-based) when
-        resumed from a checkpoint."""
+    Before training the loop hands each callback the model (``set_model``), the run's
+    parameters (``set_params``: epochs, steps per epoch, verbose, and start_step and the 0-based
+    start_epoch of a run resumed from a checkpoint) and the strategy
+    (``set_strategy``). ``logs`` hold metrics already reduced over every rank and are the same
+    on every rank, so a decision taken from them is taken alike everywhere. Setting
+    ``model.stop_training`` ends training after the current step window or epoch; the loop
+    makes every rank stop at the same step. Each callback decides who acts: files and
+    printing belong to rank 0 (``is_root``).
+    """
+
+    model: Any = None
+    strategy: Any = None
+    params: dict[str, Any] = {}
+
+    def set_model(self, model) -> None:
+        self.model = model
+
+    def set_params(self, params: dict[str, Any]) -> None:
+        self.params = params
+
+    def set_strategy(self, strategy) -> None:
+        self.strategy = strategy
+
+    @property
+    def is_root(self) -> bool:
+        """True on the rank that prints and writes (rank 0 of the strategy's communicator)."""
+        return self.strategy is None or self.strategy.comm.is_root
+
+    def take_state(self) -> ModelState | None:
+        """Collective: the whole model's state (gathered on rank 0, None elsewhere)."""
+        return take_state(self.model, self.strategy)
+
+    def restore_state(self, state: ModelState | None, weights_only: bool = False) -> None:
+        """Collective: every rank takes its part of rank 0's ``state``."""
+        restore_state(self.model, self.strategy, state, weights_only)
+
+    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
+        """Training is about to start (``params["start_step"]`` > 0 when resumed)."""
+
+    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        """An epoch (counted from 0) is about to start."""
 
     def on_step_end(self, record: dict[str, Any]) -> None:
         """A logging window of steps ended; ``record`` holds metrics reduced over ranks."""
@@ -27,18 +66,23 @@ class Callback:
         """A progress point (see :mod:`mpinn.train.progress`): step, steps, loss, accuracy,
         samples_per_s, elapsed_s and eta_s, reduced over ranks."""
 
-    def on_epoch_end(self, epoch: int, values: dict[str, Any]) -> None:
-        """An epoch ended; ``values`` holds its reduced loss/accuracy (and validation)."""
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        """An epoch ended; ``logs`` hold its reduced loss/accuracy (and validation)."""
 
-    def on_train_end(self) -> None:
-        """Training finished."""
+    def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
+        """Training finished (before the strategy hands the whole model to every rank)."""
 
 
-NOT_SHOWN = ("step", "epoch", "samples", "seconds")
+NOT_SHOWN = ("step", "epoch", "samples", "seconds")  # bookkeeping in the logs, not metrics
+
+
+def metric_logs(logs: dict[str, Any] | None) -> dict[str, Any]:
+    """The metrics of an epoch's logs (loss, accuracy, val_..., learning_rate)."""
+    return {k: v for k, v in (logs or {}).items() if k not in NOT_SHOWN}
 
 
 def format_values(values: dict[str, Any]) -> str:
-    return "  ".join(f"{k} {v:.4f}" for k, v in values.items() if k not in NOT_SHOWN)
+    return "  ".join(f"{k} {v:.4f}" for k, v in metric_logs(values).items())
 
 
 class ProgressLogger(Callback):
@@ -57,9 +101,8 @@ class ProgressLogger(Callback):
         self.verbose = verbose
         self.bar = None
 
-    def on_train_begin(self, epochs: int, steps_per_epoch: int, start_step: int = 0,
-                       start_epoch: int = 0) -> None:
-        self.epochs, self.steps_per_epoch = epochs, steps_per_epoch
+    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
+        self.epochs, self.steps_per_epoch = self.params["epochs"], self.params["steps"]
         self.use_bar = (self.active and self.verbose == 1 and not self.prefix
                         and self.stream.isatty() and _has_tqdm())
         self.epoch_start = time.perf_counter()
@@ -83,14 +126,15 @@ class ProgressLogger(Callback):
             self.bar = tqdm(total=self.steps_per_epoch, leave=False, file=self.stream)
         return self.bar
 
-    def on_epoch_end(self, epoch: int, values: dict[str, Any]) -> None:
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         if self.bar is not None:
             self.bar.close()
             self.bar = None
         if self.active and self.verbose:
+            logs = logs or {}
             seconds = time.perf_counter() - self.epoch_start
-            rate = format_rate(values.get("samples", 0) / seconds) if seconds > 0 else ""
-            print(f"{self.prefix}epoch {epoch + 1}/{self.epochs}  {format_values(values)}  "
+            rate = format_rate(logs.get("samples", 0) / seconds) if seconds > 0 else ""
+            print(f"{self.prefix}epoch {epoch + 1}/{self.epochs}  {format_values(logs)}  "
                   f"({format_seconds(seconds)}, {rate})", file=self.stream, flush=True)
         self.epoch_start = time.perf_counter()
 
@@ -110,12 +154,12 @@ class MetricsLog(Callback):
         self.path = Path(path)
         self.active = rank == 0
 
-    def on_train_begin(self, epochs: int, steps_per_epoch: int, start_step: int = 0,
-                       start_epoch: int = 0) -> None:
+    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
         """A fresh run starts an empty log (an earlier run's log is moved aside, never
         overwritten); a resumed one keeps the records up to its checkpoint and appends."""
         if not self.active:
             return
+        start_step, start_epoch = self.params.get("start_step", 0), self.params.get("start_epoch", 0)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if start_step == start_epoch == 0:
             self._move_earlier_log_aside()
@@ -153,8 +197,8 @@ class MetricsLog(Callback):
     def on_step_end(self, record: dict[str, Any]) -> None:
         self._write({"event": "step", **record})
 
-    def on_epoch_end(self, epoch: int, values: dict[str, Any]) -> None:
-        self._write({"event": "epoch", "epoch": epoch, **values})
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self._write({"event": "epoch", "epoch": epoch, **(logs or {})})
 
 
 def _recorded_before(line: str, step: int, epoch: int) -> bool:
@@ -171,8 +215,95 @@ def _recorded_before(line: str, step: int, epoch: int) -> bool:
     return record.get("step", 0) <= step
 
 
+class CSVLogger(Callback):
+    """Keras' CSVLogger: rank 0 writes one row per epoch (``epoch`` then the sorted log keys)."""
+
+    def __init__(self, filename: str | Path, separator: str = ",", append: bool = False) -> None:
+        self.filename, self.separator, self.append = Path(filename), separator, append
+        self._file: TextIO | None = None
+        self._keys: list[str] | None = None
+
+    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
+        if self.is_root:
+            self.filename.parent.mkdir(parents=True, exist_ok=True)
+            fresh = not (self.append and self.filename.exists() and self.filename.stat().st_size)
+            self._file = self.filename.open("a" if self.append else "w", newline="")
+            self._keys = None if fresh else []
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        if self._file is None:
+            return
+        logs = metric_logs(logs)
+        if not self._keys:
+            header = self._keys is None
+            self._keys = sorted(logs)
+            if header:
+                self._file.write(self.separator.join(["epoch", *self._keys]) + "\n")
+        row = [str(epoch)] + [repr(logs[k]) if k in logs else "NA" for k in self._keys]
+        self._file.write(self.separator.join(row) + "\n")
+        self._file.flush()
+
+    def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+class TensorBoard(Callback):
+    """Keras' TensorBoard callback: rank 0 writes event files through tensorboardX.
+
+    Epoch metrics go to ``log_dir/train`` and ``log_dir/validation`` as ``epoch_loss``,
+    ``epoch_accuracy`` ... by epoch, as Keras names them. ``update_freq="batch"`` or an integer
+    also writes ``batch_loss`` and ``batch_accuracy`` at every logging window (``log_every``),
+    by step. Needs the optional extra: ``pip install 'mpinn[tensorboard]'``.
+    """
+
+    def __init__(self, log_dir: str | Path = "logs", histogram_freq: int = 0,
+                 write_graph: bool = True, update_freq: str | int = "epoch") -> None:
+        from mpinn.errors import ConfigError, UnsupportedFeature
+
+        if importlib.util.find_spec("tensorboardX") is None:
+            raise ConfigError("TensorBoard needs tensorboardX; install it with "
+                              "pip install 'mpinn[tensorboard]'")
+        if histogram_freq:
+            raise UnsupportedFeature("TensorBoard(histogram_freq=...)",
+                                     "mpinn's TensorBoard writes scalars (loss, accuracy, lr)")
+        if update_freq not in ("epoch", "batch") and not isinstance(update_freq, int):
+            raise ConfigError(f"update_freq must be 'epoch', 'batch' or an integer, got {update_freq!r}")
+        self.log_dir, self.update_freq = Path(log_dir), update_freq
+        self._writers: dict[str, Any] = {}
+
+    def _writer(self, run: str):
+        if run not in self._writers:
+            from tensorboardX import SummaryWriter
+
+            self._writers[run] = SummaryWriter(str(self.log_dir / run))
+        return self._writers[run]
+
+    def on_step_end(self, record: dict[str, Any]) -> None:
+        if self.is_root and self.update_freq != "epoch":
+            for name in ("loss", "accuracy"):
+                self._writer("train").add_scalar(f"batch_{name}", record[name], record["step"])
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        if not self.is_root:
+            return
+        for key, value in metric_logs(logs).items():
+            run, name = ("validation", key[4:]) if key.startswith("val_") else ("train", key)
+            self._writer(run).add_scalar(f"epoch_{name}", value, epoch)
+        for writer in self._writers.values():
+            writer.flush()
+
+    def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
+        for writer in self._writers.values():
+            writer.close()
+        self._writers.clear()
+
+
 def default_callbacks(comm, verbose: int = 1, metrics_path: str | Path | None = None,
                       verbose_ranks: bool = False) -> list[Callback]:
+    """What ``fit`` adds to the user's callbacks: the progress printer (unless ``verbose`` is 0)
+    and, with ``metrics_path``, the JSON-lines metrics log."""
     callbacks: list[Callback] = []
     if verbose:
         callbacks.append(ProgressLogger(comm.rank, all_ranks=verbose_ranks, verbose=verbose))

@@ -18,7 +18,7 @@ from mpinn.data.validate import check_xy
 from mpinn.errors import ConfigError, require_positive
 from mpinn.nn.losses import CrossEntropyLoss
 from mpinn.optim.schedules import Schedule
-from mpinn.train.callbacks import Callback, default_callbacks
+from mpinn.train.callbacks import Callback, ProgressLogger, default_callbacks, metric_logs
 from mpinn.train.checkpoint import Progress
 from mpinn.train.checkpointing import Checkpointing
 from mpinn.train.metrics import summarize
@@ -55,27 +55,35 @@ def fit(model, x: np.ndarray, y: np.ndarray, *, epochs: int = 1, batch_size: int
     progress line comes every ``log_every`` steps if given, else about every 10 s.
     ``lr_schedule`` (built on ``model.optimizer``) is stepped after every epoch or step, as
     it counts, and saved and restored with the optimizer in checkpoints.
+    ``callbacks`` are added to the defaults (the progress printer unless ``verbose`` is 0 or
+    one is given); a callback that sets ``model.stop_training`` ends training on every rank
+    at the same step.
     """
     x, y, validation_data = _checked_inputs(model, x, y, epochs, batch_size, validation_data,
                                             validation_split, accumulation_steps)
     _attach_schedule(model, lr_schedule)
     strategy = strategy or _default_strategy()
     strategy.setup(model)
-    callbacks = default_callbacks(strategy.comm, verbose) if callbacks is None else callbacks
     sampler = make_sampler("random" if shuffle else "contiguous", len(x), model.seed)
     if checkpoint:  # the checkpoints record the run's total, so a resume can name a change of it
         checkpoint.run_config = {"epochs": epochs, **checkpoint.run_config}
     progress = checkpoint.start(model, strategy) if checkpoint else Progress()
     epochs = checkpoint.total_epochs(epochs) if checkpoint else epochs
-    steps_per_epoch = num_batches(len(x), batch_size, drop_last)
-    if lr_schedule is not None:
-        lr_schedule.span(epochs * (steps_per_epoch if lr_schedule.per == "step" else 1))
     history, window = History(), _Window(strategy, log_every or DEFAULT_LOG_EVERY, progress)
-    ticker = ProgressTicker(strategy, epochs * steps_per_epoch, progress.step, log_every) if verbose == 1 else None
+    steps = num_batches(len(x), batch_size, drop_last)
+    if lr_schedule is not None:
+        lr_schedule.span(epochs * (steps if lr_schedule.per == "step" else 1))
+    ticker = ProgressTicker(strategy, epochs * steps, progress.step, log_every) if verbose == 1 else None
+    callbacks = _prepared_callbacks(callbacks, model, strategy, verbose,
+                                    {"epochs": epochs, "steps": steps, "verbose": verbose,
+                                     "start_step": progress.step, "start_epoch": progress.epoch})
+    model.stop_training = False
     for callback in callbacks:
-        callback.on_train_begin(epochs, steps_per_epoch, progress.step, progress.epoch)
+        callback.on_train_begin({})
     try:
-        while progress.epoch < epochs:
+        while progress.epoch < epochs and not model.stop_training:
+            for callback in callbacks:
+                callback.on_epoch_begin(progress.epoch, {})
             batches = list(global_batches(sampler.epoch_order(progress.epoch), batch_size, drop_last))
             for batch in batches[progress.batch:]:
                 strategy.comm.note_step(progress.step + 1)
@@ -84,21 +92,23 @@ def fit(model, x: np.ndarray, y: np.ndarray, *, epochs: int = 1, batch_size: int
                 progress.batch += 1
                 progress.step += 1
                 _advance_schedule(lr_schedule, "step")
-                window.add(part, progress, callbacks)
                 if ticker:
                     ticker.add(part, progress.step, callbacks)
+                if window.add(part, progress, callbacks) and _agreed_stop(model, strategy):
+                    break
                 if checkpoint:
                     checkpoint.after_step(model, strategy, progress, progress.batch == len(batches))
             _end_epoch(model, strategy, progress, validation_data, batch_size, history, callbacks)
             _advance_schedule(lr_schedule, "epoch")
+            _agreed_stop(model, strategy)
             if checkpoint:
                 checkpoint.save(model, strategy, progress)
+        for callback in callbacks:
+            callback.on_train_end({})
     finally:
         if checkpoint:
             checkpoint.stop()
     strategy.finish(model)
-    for callback in callbacks:
-        callback.on_train_end()
     return history
 
 
@@ -117,13 +127,37 @@ def _advance_schedule(schedule: Schedule | None, unit: str) -> None:
         schedule.step()
 
 
+def _prepared_callbacks(callbacks: list[Callback] | None, model, strategy, verbose: int,
+                        params: dict[str, Any]) -> list[Callback]:
+    """The user's callbacks plus the defaults (a progress printer only if none was given), each
+    told the model, the run's parameters and the strategy, as Keras' CallbackList does."""
+    callbacks = list(callbacks or [])
+    if not any(isinstance(c, ProgressLogger) for c in callbacks):
+        callbacks = default_callbacks(strategy.comm, verbose) + callbacks
+    for callback in callbacks:
+        callback.set_model(model)
+        callback.set_params(dict(params))
+        callback.set_strategy(strategy)
+    return callbacks
+
+
+def _agreed_stop(model, strategy) -> bool:
+    """Whether any rank's callbacks asked to stop: one tiny reduction, so all ranks agree."""
+    model.stop_training = bool(strategy.reduce_sum([float(bool(model.stop_training))])[0] > 0)
+    return model.stop_training
+
+
 def _end_epoch(model, strategy, progress: Progress, validation_data, batch_size: int,
                history: History, callbacks: list[Callback]) -> None:
-    """Reduce and report the epoch's metrics, then move ``progress`` to the next epoch."""
+    """Reduce and report the epoch's metrics, then move ``progress`` to the next epoch.
+
+    The logs come from rank 0 (one broadcast), so every rank's callbacks see the very same
+    numbers and decide alike."""
     values, samples = _epoch_values(model, strategy, progress.epoch_tally, validation_data, batch_size)
-    history.record(progress.epoch, values)
+    logs = strategy.comm.bcast_obj({"step": progress.step, **values, "samples": samples})
     for callback in callbacks:
-        callback.on_epoch_end(progress.epoch, {"step": progress.step, **values, "samples": samples})
+        callback.on_epoch_end(progress.epoch, logs)
+    history.record(progress.epoch, metric_logs(logs))
     progress.epoch, progress.batch, progress.epoch_tally = progress.epoch + 1, 0, np.zeros(3)
 
 
@@ -140,16 +174,18 @@ class _Window:
         self.start, self.comm_start = time.perf_counter(), self.strategy.comm_seconds
         self.untimed_samples = progress.window_tally[2]
 
-    def add(self, part: np.ndarray, progress: Progress, callbacks: list[Callback]) -> None:
+    def add(self, part: np.ndarray, progress: Progress, callbacks: list[Callback]) -> bool:
+        """Add a step; at the end of a window, report it to the callbacks and return True."""
         progress.window_tally += part
         if progress.step % self.log_every:
-            return
+            return False
         record = _step_record(self.strategy, progress, self.untimed_samples, self.start,
                               self.comm_start)
         for callback in callbacks:
             callback.on_step_end(record)
         progress.window_tally, progress.window_first = np.zeros(3), progress.step + 1
         self._start_timing(progress)
+        return True
 
 
 def evaluate(model, x: np.ndarray, y: np.ndarray, batch_size: int = 1024,
