@@ -160,7 +160,7 @@ def test_csv_logger_writes_one_row_per_epoch_from_rank_0(comm, tmp_path):
         assert not path.exists()
         return
     rows = list(csv.DictReader(path.open()))
-    assert list(rows[0]) == ["epoch", "accuracy", "loss", "step", "val_accuracy", "val_loss"]
+    assert list(rows[0]) == ["epoch", "accuracy", "loss", "val_accuracy", "val_loss"]
     assert [int(r["epoch"]) for r in rows] == [0, 1, 2]
     assert [float(r["val_loss"]) for r in rows] == history.history["val_loss"]
 
