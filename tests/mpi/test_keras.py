@@ -124,3 +124,25 @@ def test_the_innermost_scope_at_fit_time_wins(comm):
     with tf.distribute.OneDeviceStrategy().scope():
         reference = fitted(X[:200], Y[:200])
     np.testing.assert_allclose(model.params, reference.params, rtol=1e-5, atol=1e-6)
+
+
+def test_summary_under_a_pipeline_shows_what_each_rank_holds(comm):
+    from mpinn.layout import GridShape
+    from mpinn.parallel import ModelParallel
+
+    model = tf.keras.Sequential([tf.keras.layers.Dense(12, activation="relu", input_shape=(10,)),
+                                 tf.keras.layers.Dense(8, activation="tanh"),
+                                 tf.keras.layers.Dense(6, activation="relu"),
+                                 tf.keras.layers.Dense(2, activation="softmax")])
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    model.fit(X[:100], Y[:100], epochs=1, verbose=0,
+              strategy=ModelParallel(comm, GridShape(pipeline=comm.size)))
+    lines = []
+    model.summary(print_fn=lines.append)  # collective under a model-parallel strategy
+    assert " Total params: 304 (1.19 KB)" in lines
+    if comm.rank == 0:
+        held = lines[lines.index("Parameters held by each rank:") + 1:]
+        assert [line.split(":")[0] for line in held] == [f" rank {r}" for r in range(comm.size)]
+        assert sum(int(line.split(": ")[-1].split()[0].replace(",", "")) for line in held) == 304
+    else:
+        assert "Parameters held by each rank:" not in lines
