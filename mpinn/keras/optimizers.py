@@ -13,8 +13,9 @@ whose formulas mpinn's low-level optimizers follow:
 - RMSprop puts ``epsilon`` inside the root: ``lr * g / sqrt(v + epsilon)``, ``rho=0.9``.
 
 ``learning_rate`` is Keras' name of mpinn's ``lr`` (one value: schedules and callbacks set
-either). ``lr=`` is accepted too, as older Keras did, so a strategy can make a twin with
-``type(opt)(**opt.hyperparameters())``.
+either); ``lr=`` is accepted too, as older Keras did. Keras' clipping thresholds
+(``clipnorm``, ``global_clipnorm``, ``clipvalue``) are mpinn's: held here, applied once per
+step on the reduced gradient (:mod:`mpinn.optim.clipping`).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import numpy as np
 from mpinn import optim
 from mpinn.errors import ConfigError, UnsupportedFeature, unknown_name
 from mpinn.keras.unsupported import unsupported_names
+from mpinn.optim.clipping import CLIP_DEFAULTS, check_clipping
 
 
 class KerasOptimizer:
@@ -45,12 +47,18 @@ class KerasOptimizer:
         """Steps taken so far (Keras' name)."""
         return self.steps
 
-    @staticmethod
-    def _settings(learning_rate: float, options: dict[str, Any]) -> dict[str, Any]:
-        """``lr`` (older Keras' name) overrides ``learning_rate``; ``name`` is accepted and unused."""
+    def _keras_init(self, learning_rate: float, settings: dict[str, Any],
+                    options: dict[str, Any]) -> None:
+        """mpinn's constructor with Keras' settings. ``lr`` (older Keras' name) overrides
+        ``learning_rate``; ``name`` is accepted and unused. Keras' signature cannot tell a
+        default passed on purpose from one left alone, so the settings that differ from the
+        defaults count as the explicit ones (those a resumed checkpoint never replaces)."""
         options = dict(options)
         options.pop("name", None)
-        return {"lr": options.pop("lr", learning_rate), **options}
+        given = {"lr": options.pop("lr", learning_rate), **settings, **options}
+        optim.Optimizer.__init__(self, **given)
+        defaults = {**self.defaults, **CLIP_DEFAULTS}
+        self.explicit = frozenset(k for k, v in given.items() if v != defaults[k])
 
     def _check(self, **ranges: tuple[float, float]) -> None:
         """The checks of every Keras optimizer (learning rate, weight decay) and ``ranges``."""
@@ -64,6 +72,7 @@ class KerasOptimizer:
             value = getattr(self, name)
             if not low <= value < high:
                 raise ConfigError(f"{owner}: {name} must lie in [{low}, {high}), got {value!r}")
+        check_clipping(owner, self.clipnorm, self.global_clipnorm, self.clipvalue)
 
     def _decay_weights(self, params: np.ndarray, work: np.ndarray) -> None:
         """Keras' decoupled weight decay: params -= params * weight_decay * lr."""
@@ -79,8 +88,8 @@ class SGD(KerasOptimizer, optim.SGD):
 
     def __init__(self, learning_rate: float = 0.01, momentum: float = 0.0, nesterov: bool = False,
                  weight_decay: float | None = None, **options: Any) -> None:
-        super().__init__(**self._settings(learning_rate, options), momentum=momentum,
-                         nesterov=nesterov, weight_decay=weight_decay)
+        self._keras_init(learning_rate, {"momentum": momentum, "nesterov": nesterov,
+                                         "weight_decay": weight_decay}, options)
 
     def _validate(self) -> None:
         self._check(momentum=(0.0, 1.0))
@@ -113,8 +122,8 @@ class RMSprop(KerasOptimizer, optim.RMSprop):
     def __init__(self, learning_rate: float = 0.001, rho: float = 0.9, momentum: float = 0.0,
                  epsilon: float = 1e-7, centered: bool = False, weight_decay: float | None = None,
                  **options: Any) -> None:
-        super().__init__(**self._settings(learning_rate, options), rho=rho, momentum=momentum,
-                         epsilon=epsilon, centered=centered, weight_decay=weight_decay)
+        self._keras_init(learning_rate, {"rho": rho, "momentum": momentum, "epsilon": epsilon,
+                                         "centered": centered, "weight_decay": weight_decay}, options)
 
     def _validate(self) -> None:
         self._check(rho=(0.0, 1.0 + 1e-12), momentum=(0.0, 1.0), epsilon=(0.0, math.inf))
@@ -155,8 +164,8 @@ class Adam(KerasOptimizer, optim.Adam):
     def __init__(self, learning_rate: float = 0.001, beta_1: float = 0.9, beta_2: float = 0.999,
                  epsilon: float = 1e-7, amsgrad: bool = False, weight_decay: float | None = None,
                  **options: Any) -> None:
-        super().__init__(**self._settings(learning_rate, options), beta_1=beta_1, beta_2=beta_2,
-                         epsilon=epsilon, amsgrad=amsgrad, weight_decay=weight_decay)
+        self._keras_init(learning_rate, {"beta_1": beta_1, "beta_2": beta_2, "epsilon": epsilon,
+                                         "amsgrad": amsgrad, "weight_decay": weight_decay}, options)
 
     def _validate(self) -> None:
         self._check(beta_1=(0.0, 1.0), beta_2=(0.0, 1.0), epsilon=(0.0, math.inf))

@@ -138,11 +138,12 @@ def test_reduce_lr_on_plateau_keeps_to_min_lr_and_cooldown(comm):
     assert history.history["learning_rate"] == [0.01, 0.01, 0.001, 0.001, 0.0005, 0.0005]
 
 
-def test_learning_rate_scheduler_acts_alike_on_n_ranks_and_on_one(comm):
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_learning_rate_scheduler_acts_alike_on_n_ranks_and_on_one(comm, strategy):
     def schedule(epoch, lr):
         return 0.02 * 0.5 ** epoch
 
-    model, history = run(comm, epochs=3, callbacks=[LearningRateScheduler(schedule)])
+    model, history = run(comm, strategy, epochs=3, callbacks=[LearningRateScheduler(schedule)])
     assert history.history["learning_rate"] == [0.02, 0.01, 0.005]
     reference = deep_model()
     fit(reference, X, Y, epochs=3, batch_size=13, verbose=0, strategy=DataParallel(Communicator.local()),

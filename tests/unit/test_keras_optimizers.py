@@ -189,3 +189,19 @@ def test_steps_equal_keras_itself():
     for (name, settings), want in zip(cases, expected):
         got = mpinn_steps(name, settings, dtype=np.float32)
         np.testing.assert_allclose(got, want, rtol=2e-6, atol=2e-7, err_msg=f"{name} {settings}")
+
+
+def test_keras_clipping_thresholds_are_mpinns():
+    adam = optimizers.Adam(global_clipnorm=1.0)
+    assert adam.global_clipnorm == 1.0 and adam.clipnorm is None
+    twin = adam.twin()
+    adam.learning_rate = 0.5
+    twin.follow()
+    assert twin.lr == 0.5 and twin.global_clipnorm == 1.0
+    with pytest.raises(ValueError, match="only one of clipnorm, global_clipnorm and clipvalue"):
+        optimizers.SGD(clipnorm=1.0, clipvalue=0.5)
+
+
+def test_settings_that_differ_from_keras_defaults_count_as_given():
+    assert optimizers.Adam(learning_rate=0.01, beta_1=0.9).explicit == {"lr"}
+    assert optimizers.AdamW(weight_decay=0.1).explicit == {"weight_decay"}
