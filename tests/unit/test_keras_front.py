@@ -46,6 +46,19 @@ def test_fit_defaults_to_batch_32_and_returns_a_keras_history(capsys):
     assert capsys.readouterr().out == ""
 
 
+def test_user_callbacks_are_added_to_the_progress_printer(capsys):
+    steps = Steps()
+    classifier().fit(X, Y, epochs=2, verbose=2, callbacks=[steps])
+    assert steps.seen["epochs"] == 2
+    assert len(capsys.readouterr().out.splitlines()) == 2
+
+
+def test_to_categorical_makes_keras_one_hot_rows():
+    np.testing.assert_array_equal(tf.keras.utils.to_categorical([2, 0], num_classes=3),
+                                  [[0, 0, 1], [1, 0, 0]])
+    assert tf.keras.utils.to_categorical(np.array([1, 3])).shape == (2, 4)
+
+
 def test_verbose_2_prints_one_line_per_epoch(capsys):
     classifier().fit(X, Y, epochs=2, verbose=2)
     lines = capsys.readouterr().out.splitlines()
@@ -118,7 +131,7 @@ def test_summary_lists_layers_shapes_and_counts(capsys):
 def test_import_mpinn_is_light_and_tf_keras_comes_on_first_use():
     code = ("import sys, mpinn as tf; light = 'mpinn.keras' not in sys.modules and "
             "'mpi4py' not in sys.modules; tf.keras.Sequential; tf.distribute.MirroredStrategy; "
-            "sys.exit(0 if light else 1)")
+            "tf.data.Dataset; sys.exit(0 if light else 1)")
     assert subprocess.run([sys.executable, "-c", code], timeout=120).returncode == 0
 
 
@@ -153,6 +166,9 @@ class Dataset:
     (lambda: tf.distribute.MirroredStrategy(devices=["/gpu:0"]), "one replica per MPI rank"),
     (lambda: tf.distribute.TPUStrategy(), "tf.distribute.TPUStrategy is not supported"),
     (lambda: tf.distribute.MirroredStrategy().run(print), "strategy.run"),
+    (lambda: tf.random.set_seed(0), "tf.random is not supported by mpinn; runs are seeded per "
+                                    "model: Sequential\\(seed=...\\)"),
+    (lambda: tf.GradientTape(), "tf.GradientTape is not supported.*train with model.fit"),
 ])
 def test_each_unsupported_feature_is_named_with_what_mpinn_offers(call, message):
     with pytest.raises(UnsupportedFeature, match=message):
