@@ -15,7 +15,7 @@ import numpy as np
 
 from mpinn.data.samplers import global_batches, make_sampler, num_batches
 from mpinn.data.validate import check_xy
-from mpinn.errors import ConfigError, require_positive
+from mpinn.errors import ConfigError, UnsupportedFeature, require_positive
 from mpinn.nn.losses import CrossEntropyLoss
 from mpinn.optim.schedules import Schedule
 from mpinn.train.callbacks import Callback, ProgressLogger, default_callbacks, metric_logs
@@ -132,6 +132,8 @@ def _prepared_callbacks(callbacks: list[Callback] | None, model, strategy, verbo
     """The user's callbacks plus the defaults (a progress printer only if none was given), each
     told the model, the run's parameters and the strategy, as Keras' CallbackList does."""
     callbacks = list(callbacks or [])
+    for callback in callbacks:
+        _refuse_batch_hooks(callback)
     if not any(isinstance(c, ProgressLogger) for c in callbacks):
         callbacks = default_callbacks(strategy.comm, verbose) + callbacks
     for callback in callbacks:
@@ -139,6 +141,19 @@ def _prepared_callbacks(callbacks: list[Callback] | None, model, strategy, verbo
         callback.set_params(dict(params))
         callback.set_strategy(strategy)
     return callbacks
+
+
+KERAS_BATCH_HOOKS = tuple(f"on_{phase}batch_{edge}" for phase in ("", "train_", "test_", "predict_")
+                          for edge in ("begin", "end"))
+
+
+def _refuse_batch_hooks(callback: Callback) -> None:
+    """A Keras hook mpinn never calls would be silently skipped: name it instead."""
+    for hook in KERAS_BATCH_HOOKS:
+        if callable(getattr(callback, hook, None)):
+            raise UnsupportedFeature(f"{type(callback).__name__}.{hook} (a per-batch Keras hook)",
+                                     "mpinn calls on_step_end(record) every log_every steps, with "
+                                     "metrics reduced over the ranks, and on_epoch_begin/on_epoch_end")
 
 
 def _agreed_stop(model, strategy) -> bool:

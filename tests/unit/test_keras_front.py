@@ -143,6 +143,11 @@ def test_train_never_imports_the_keras_front():
             assert not any(n.startswith(("mpinn.keras", "mpinn.distribute")) for n in names + [module]), path
 
 
+class PerBatch(Callback):
+    def on_train_batch_end(self, batch, logs=None):
+        pass
+
+
 class Dataset:
     """What a tf.data pipeline looks like to fit: not an array."""
 
@@ -169,6 +174,8 @@ class Dataset:
     (lambda: tf.random.set_seed(0), "tf.random is not supported by mpinn; runs are seeded per "
                                     "model: Sequential\\(seed=...\\)"),
     (lambda: tf.GradientTape(), "tf.GradientTape is not supported.*train with model.fit"),
+    (lambda: classifier().fit(X, Y, callbacks=[PerBatch()]), "PerBatch.on_train_batch_end \\(a "
+                                                              "per-batch Keras hook\\).*on_step_end"),
 ])
 def test_each_unsupported_feature_is_named_with_what_mpinn_offers(call, message):
     with pytest.raises(UnsupportedFeature, match=message):
