@@ -28,6 +28,7 @@ from mpinn.train import fit as train
 
 FIT_ONLY = ("pass numpy arrays x and y, with batch_size, epochs, validation_split or "
             "validation_data, shuffle and callbacks")
+KERAS_DEFAULTS = {"initial_epoch": 0, "validation_freq": 1, "max_queue_size": 10, "workers": 1}
 
 
 class Sequential(nn.Sequential):
@@ -95,7 +96,7 @@ class Sequential(nn.Sequential):
             shuffle: bool = True, *, strategy: Any = None, **options: Any) -> History:
         """Keras' fit: ``batch_size`` (global) 32 when omitted; returns a History.
         ``strategy=`` (an mpinn.parallel strategy) is mpinn's addition; otherwise the scope's."""
-        reject_options("fit", options, FIT_ONLY)
+        reject_options("fit", options, FIT_ONLY, KERAS_DEFAULTS)
         x, y = _arrays(x, y)
         if validation_data is not None:
             validation_data = _arrays(*validation_data[:2])
@@ -109,7 +110,7 @@ class Sequential(nn.Sequential):
                  verbose: int | str = "auto", return_dict: bool = False, *, strategy: Any = None,
                  **options: Any) -> float | list[float] | dict[str, float]:
         """Keras' evaluate: the loss, or ``[loss, accuracy]`` when metrics were compiled."""
-        reject_options("evaluate", options, "pass numpy arrays x and y")
+        reject_options("evaluate", options, "pass numpy arrays x and y", KERAS_DEFAULTS)
         x, y = _arrays(x, y)
         strategy = strategy or self._strategy()
         result = evaluate_tallies(self, x, y, batch_size=batch_size or 32, strategy=strategy)
@@ -124,7 +125,7 @@ class Sequential(nn.Sequential):
                 **options: Any) -> np.ndarray:
         """Keras' predict: outputs as a numpy array (probabilities after softmax/sigmoid);
         every rank computes them for all of x. ``verbose`` is accepted and prints nothing."""
-        reject_options("predict", options, "pass a numpy array x")
+        reject_options("predict", options, "pass a numpy array x", KERAS_DEFAULTS)
         x, _ = _arrays(x, None, need_y=False)
         _verbose(verbose, 1)
         return super().predict(x, batch_size=batch_size or 32)

@@ -25,9 +25,10 @@ def unsupported_names(namespace: str, instead: str) -> Callable[[str], NoReturn]
     return __getattr__
 
 
-def reject_options(owner: str, options: dict[str, object], instead: str) -> None:
-    """Keras arguments mpinn does not implement: harmless at their defaults (None, False),
-    an error naming the argument otherwise."""
+def reject_options(owner: str, options: dict[str, object], instead: str,
+                   defaults: dict[str, object] | None = None) -> None:
+    """Keras arguments mpinn does not implement: harmless at their defaults (None, False, or
+    the value in ``defaults``), an error naming the argument otherwise."""
     for name, value in options.items():
-        if value is not None and value is not False:
+        if value is not None and value is not False and value != (defaults or {}).get(name, None):
             raise UnsupportedFeature(f"{owner}({name}=...)", instead)

@@ -40,7 +40,8 @@ def test_seed_none_is_seed_zero_and_dtype_is_a_keras_string():
 
 def test_fit_defaults_to_batch_32_and_returns_a_keras_history(capsys):
     model, steps = classifier(), Steps()
-    history = model.fit(X, Y, epochs=2, verbose=0, callbacks=[steps])
+    history = model.fit(X, Y, epochs=2, verbose=0, callbacks=[steps], initial_epoch=0,
+                        sample_weight=None)  # Keras arguments at their defaults are accepted
     assert steps.seen["steps"] == 3 and steps.seen["epochs"] == 2  # ceil(70 / 32)
     assert history.epoch == [0, 1] and set(history.history) == {"loss", "accuracy"}
     assert capsys.readouterr().out == ""
@@ -168,6 +169,7 @@ class Dataset:
     (lambda: classifier().compile(loss="mse", metrics=["AUC"]), "metric 'AUC' is not supported"),
     (lambda: classifier().compile(loss="mae"), "loss 'mae' is not supported"),
     (lambda: classifier().fit(X, Y, class_weight={0: 1.0}), "fit\\(class_weight=...\\)"),
+    (lambda: classifier().fit(X, Y, initial_epoch=2), "fit\\(initial_epoch=...\\)"),
     (lambda: tf.distribute.MirroredStrategy(devices=["/gpu:0"]), "one replica per MPI rank"),
     (lambda: tf.distribute.TPUStrategy(), "tf.distribute.TPUStrategy is not supported"),
     (lambda: tf.distribute.MirroredStrategy().run(print), "strategy.run"),
