@@ -184,7 +184,9 @@ def test_a_fresh_run_moves_an_earlier_metrics_log_aside(tmp_path, capsys):
 
     log = tmp_path / "m.jsonl"
     log.write_text('{"event": "step", "step": 10}\n')
-    MetricsLog(log, rank=0).on_train_begin(1, 10)
+    metrics_log = MetricsLog(log, rank=0)
+    metrics_log.set_params({"epochs": 1, "steps": 10, "start_step": 0, "start_epoch": 0})
+    metrics_log.on_train_begin()
     assert log.read_text() == ""
     (aside,) = tmp_path.glob("m.jsonl.previous-*")
     assert aside.read_text() == '{"event": "step", "step": 10}\n'
