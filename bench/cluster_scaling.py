@@ -1,7 +1,7 @@
 """Inter-node scaling on an emulated cluster: 2 nodes in network namespaces, shaped links.
 
     .venv/bin/python bench/cluster_scaling.py [--rates 0.25,0.5,1,0] [--per-node 1,2]
-        [--batch 512] [--model 784,1024,1024,1024,10] [--steps 4] [--out runs/bench]
+        [--batch 128] [--model 784,1024,1024,1024,10] [--steps 3] [--rounds 3] [--out runs/bench]
 
 Needs root, ``ip`` and ``tc`` (tests/cluster/cluster.py makes and deletes the namespaces).
 For each link rate (Gbit/s; 0 = unshaped, which is host-limited) and each placement (ranks
@@ -131,11 +131,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rates", default="0.25,0.5,1,0", help="Gbit/s per link; 0 = unshaped")
     parser.add_argument("--per-node", default="1,2", help="placements: ranks per node")
-    parser.add_argument("--batch", type=int, default=512, help="global batch")
+    parser.add_argument("--batch", type=int, default=128, help="global batch")
     parser.add_argument("--model", default="784,1024,1024,1024,10")
     parser.add_argument("--micro-batches", type=int, default=4, help="for the pipeline across nodes")
-    parser.add_argument("--steps", type=int, default=4)
-    parser.add_argument("--rounds", type=int, default=2, help="runs of every item; the fastest counts")
+    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=3, help="runs of every item; the fastest counts")
     parser.add_argument("--no-torch", action="store_true", help="skip PyTorch DDP even if installed")
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "bench")
     args = parser.parse_args()
