@@ -46,17 +46,27 @@ def fastest(setting: dict) -> str:
     return min(layouts, key=lambda item: setting["measured"][item]["step_s"])
 
 
-def scaling_table(settings: list[dict]) -> str:
+def ping_pong_mb_per_s(setting: dict, folder: Path) -> str:
+    """The calibration's largest inter-node ping-pong: what one message gets of the link."""
+    path = folder / Path(setting["profile"]).name
+    if not path.exists():
+        return "-"
+    largest = json.loads(path.read_text())["network"]["inter_node"]["ping_pong"][-1]
+    return f"{largest['bytes'] / largest['seconds'] / 1e6:.0f}"
+
+
+def scaling_table(settings: list[dict], folder: Path) -> str:
     rows = []
     for s in settings:
         bound = link_bound_s(s, "allreduce")
         pipeline = s["planned"]["pipeline"]
-        rows.append([f"2 x {s['ranks_per_node']}", rate_label(s), _ms(s["measured"]["compute"]["step_s"]),
+        rows.append([f"2 x {s['ranks_per_node']}", rate_label(s), ping_pong_mb_per_s(s, folder),
+                     _ms(s["measured"]["compute"]["step_s"]),
                      _ms(s["measured"]["allreduce"]["step_s"]), _ms(bound) if bound else "-",
                      *[_cell(s, item) for _, item in SCALING],
                      f"{_cell(s, pipeline)} {s['layouts'][pipeline]}",
                      f"{s['layouts'][fastest(s)]}"])
-    return markdown_table(["nodes x ranks", "link", "compute-only ms", "MPI.Allreduce ms",
+    return markdown_table(["nodes x ranks", "link", "8 MB ping-pong MB/s", "compute-only ms", "MPI.Allreduce ms",
                            "link bound ms", *[f"{name} ms (eff.)" for name, _ in SCALING],
                            "pipeline across nodes ms (eff.)", "fastest measured layout"], rows)
 
@@ -102,13 +112,14 @@ def _bucket_cells(measured: dict) -> list[str]:
     return cells + [f"{flat / measured['data']['step_s']:.2f}x"]
 
 
-def tables(payload: dict) -> str:
+def tables(payload: dict, folder: Path) -> str:
+    """Every table, for results whose calibration profiles lie in ``folder``."""
     settings = payload["settings"]
     planner = [row for s in settings for row in planner_rows(s)]
     return "\n\n".join([
         f"model {payload['model']}, global batch {payload['batch']}, SGD, float32, "
         f"{payload['cpus']} cores shared by every emulated node",
-        scaling_table(settings),
+        scaling_table(settings, folder),
         markdown_table(["nodes x ranks", "link", "layout", "predicted ms", "measured ms", "error",
                         "within 20%"], planner),
         planner_summary(settings), bucket_table(payload)])
@@ -134,8 +145,14 @@ def plot(payload: dict, path: Path) -> str:
             if points:
                 axis.plot(*zip(*points), marker="o", label=label)
         bound = [min(1.0, s["measured"]["compute"]["step_s"] / link_bound_s(s, "allreduce")) for s in shaped]
+        best = [efficiency(s, fastest(s)) for s in shaped]
+        axis.plot(rates, best, linestyle="none", marker="*", markersize=12, color="black",
+                  label="fastest measured layout")
+        for rate, value, s in zip(rates, best, shaped):
+            axis.annotate(s["layouts"][fastest(s)], (rate, value), textcoords="offset points",
+                          xytext=(4, 6), fontsize=7)
         axis.plot(rates, bound, linestyle="--", color="gray", label="link bound of one Allreduce")
-        axis.set(xscale="log", xticks=rates, xticklabels=[f"{r:g}" for r in rates], ylim=(0, 1.05),
+        axis.set(xscale="log", xticks=rates, xticklabels=[f"{r:g}" for r in rates], ylim=(0, max(1.05, 1.15 * max(best))),
                  xlabel="link rate (Gbit/s)", ylabel="efficiency (compute-only / step)",
                  title=f"2 nodes x {per_node} rank(s)")
         axis.grid(alpha=0.3)
@@ -152,7 +169,7 @@ def main() -> None:
     parser.add_argument("--plot", type=Path, help="also write the efficiency plot here")
     args = parser.parse_args()
     payload = json.loads(args.results.read_text())
-    print(tables(payload))
+    print(tables(payload, args.results.parent))
     if args.plot:
         print(plot(payload, args.plot))
 

@@ -156,7 +156,7 @@ def main() -> None:
     path.write_text(json.dumps(payload, indent=2) + "\n")
     import cluster_report
 
-    print(cluster_report.tables(payload))
+    print(cluster_report.tables(payload, args.out))
     print(cluster_report.plot(payload, args.out / "cluster_scaling.png"))
     print(f"written {path}")
 
