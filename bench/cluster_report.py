@@ -155,6 +155,7 @@ def plot(payload: dict, path: Path) -> str:
         axis.set(xscale="log", xticks=rates, xticklabels=[f"{r:g}" for r in rates], ylim=(0, max(1.05, 1.15 * max(best))),
                  xlabel="link rate (Gbit/s)", ylabel="efficiency (compute-only / step)",
                  title=f"2 nodes x {per_node} rank(s)")
+        axis.minorticks_off()
         axis.grid(alpha=0.3)
         axis.legend(fontsize=8)
     figure.suptitle(f"{payload['model']}, global batch {payload['batch']}")
