@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from launch import ENV, mpinn, rank_pid, wait_for
 
-from mpinn.train.checkpoint import list_checkpoints
+from mpinn.train.checkpoint import NAME, list_checkpoints
 
 ROOT = Path(__file__).resolve().parents[2]
 MPIEXEC = str(Path(sys.executable).parent / "mpiexec")
@@ -36,7 +36,7 @@ RUN = ("train", "--hidden", "256,256", "--batch-size", "16", "--seed", "3", "--e
 
 def past_first_epoch(directory):
     """Whether a checkpoint after step 100 (the first epoch has 85 steps) is written."""
-    return any(int(p.stem.split("-")[1]) >= 100 for p in list_checkpoints(directory))
+    return any(int(NAME.match(p.name)[1]) >= 100 for p in list_checkpoints(directory))
 
 
 def across(cluster, command, timeout=240):
