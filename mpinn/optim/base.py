@@ -135,9 +135,7 @@ class Optimizer:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore what ``state_dict`` returned (from this optimizer type): the settings (see
         ``load_settings``; a twin has none of its own), the step count and the state arrays."""
-        if state.get("type") != type(self).__name__:
-            raise ConfigError(f"optimizer state is from {state.get('type')!r}, "
-                              f"not {type(self).__name__!r}")
+        self._check_type(state)
         if self.source is None:
             self.load_settings(state)
         self.steps = int(state["steps"])
@@ -152,6 +150,7 @@ class Optimizer:
         each such setting whose saved value differed, as (saved, kept). A clipping threshold
         given replaces the saved one, of whichever kind. With a schedule, an explicit lr is the
         schedule's new base rate and the position is restored."""
+        self._check_type(state)
         saved = dict(state.get("hyper", {}))
         schedule_state = state.get("schedule")
         if self.schedule is not None and schedule_state is not None:
@@ -172,6 +171,11 @@ class Optimizer:
         if self.schedule is not None and schedule_state is not None:
             base = self.schedule.base_lr if "lr" in self.explicit else schedule_state["base_lr"]
             self.schedule.load_state_dict({**schedule_state, "base_lr": base})
+
+    def _check_type(self, state: dict[str, Any]) -> None:
+        if state.get("type") != type(self).__name__:
+            raise ConfigError(f"optimizer state is from {state.get('type')!r}, "
+                              f"not {type(self).__name__!r}")
 
     def __repr__(self) -> str:
         settings = ", ".join(f"{k}={v!r}" for k, v in self.hyperparameters().items())
