@@ -21,6 +21,8 @@ from mpinn.parallel.local_sgd import LocalSGD
 from mpinn.parallel.model_parallel import grid_for
 from mpinn.parallel.zero import ZeroDataParallel
 from mpinn.train import default_callbacks
+from mpinn.train.callbacks import Callback
+from mpinn.train.monitors import ReduceLROnPlateau
 from mpinn.train.checkpointing import Checkpointing
 
 
@@ -115,6 +117,7 @@ def train(config: TrainConfig, given: frozenset[str] | None = None) -> int:
               f"rank(s), global batch {config.batch_size}", flush=True)
     check_test_set(model, data)
     callbacks = default_callbacks(comm, config.verbose, config.metrics, config.verbose_ranks)
+    callbacks += lr_callbacks(config)
     model.fit(data.x_train, data.y_train, epochs=config.epochs, batch_size=config.batch_size,
               validation_split=config.validation_split, shuffle=config.sampler == "random",
               drop_last=config.drop_last, accumulation_steps=config.accumulation_steps,
@@ -141,6 +144,16 @@ def checkpointing(config: TrainConfig, given: frozenset[str] | None = None) -> C
     return Checkpointing(config.checkpoint_dir, every=config.checkpoint_every,
                          keep=config.keep_checkpoints, resume=config.resume,
                          run_config=dataclasses.asdict(config), given=given)
+
+
+def lr_callbacks(config: TrainConfig) -> list[Callback]:
+    """``--lr-schedule plateau``: Keras' ReduceLROnPlateau on the validation loss (the training
+    loss without a validation split); it sets the model's optimizer, which every copy follows."""
+    if config.lr_schedule != "plateau":
+        return []
+    monitor = "val_loss" if config.validation_split > 0 else "loss"
+    return [ReduceLROnPlateau(monitor, factor=config.lr_factor, patience=config.lr_patience,
+                              min_lr=config.lr_min)]
 
 
 def lr_schedule(config: TrainConfig, optimizer: Optimizer) -> Schedule | None:

@@ -26,7 +26,7 @@ OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")  # the names mpinn.optim.OPTIMI
 ACTIVATIONS = ("relu", "leaky_relu", "tanh", "sigmoid")  # hidden activations of mpinn.nn
 SCHEDULES = ("1f1b", "gpipe")
 BALANCES = ("params", "time")
-LR_SCHEDULES = ("step", "cosine", "warmup-cosine")
+LR_SCHEDULES = ("step", "cosine", "warmup-cosine", "plateau")
 SCHEDULE_UNITS = ("epoch", "step")
 
 
@@ -46,6 +46,7 @@ class TrainConfig:
     lr_factor: float = 0.1
     lr_warmup: int = 1
     lr_min: float = 0.0
+    lr_patience: int = 3
     epochs: int = 20
     batch_size: int = 32
     seed: int = 0
@@ -130,7 +131,10 @@ class TrainConfig:
                               f"{', '.join(LR_SCHEDULES)}")
         if self.lr_schedule_per not in SCHEDULE_UNITS:
             raise ConfigError(f"lr_schedule_per must be epoch or step, got {self.lr_schedule_per!r}")
-        for name in ("lr_step_size", "lr_warmup"):
+        if self.lr_schedule == "plateau" and not self.lr_factor < 1:
+            raise ConfigError(f"lr_factor must be below 1 for the plateau schedule (it reduces the lr), "
+                              f"got {self.lr_factor}")
+        for name in ("lr_step_size", "lr_warmup", "lr_patience"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be a positive integer, got {getattr(self, name)}")
         if not self.lr_factor > 0 or self.lr_min < 0:

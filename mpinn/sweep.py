@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from mpinn.commands import build_model, lr_schedule, make_strategy
+from mpinn.commands import build_model, lr_callbacks, lr_schedule, make_strategy
 from mpinn.config import TrainConfig
 from mpinn.data import Dataset, load_dataset
 from mpinn.errors import ConfigError
@@ -45,7 +45,7 @@ def train_configuration(config: TrainConfig, data: Dataset,
     history = model.fit(data.x_train, data.y_train, epochs=config.epochs, batch_size=config.batch_size,
                         validation_split=config.validation_split, shuffle=config.sampler == "random",
                         drop_last=config.drop_last, accumulation_steps=config.accumulation_steps,
-                        strategy=strategy, callbacks=[], verbose=0,
+                        strategy=strategy, callbacks=lr_callbacks(config), verbose=0,
                         lr_schedule=lr_schedule(config, model.optimizer))
     seconds = time.perf_counter() - start
     test = model.evaluate(data.x_test, data.y_test, strategy=strategy)

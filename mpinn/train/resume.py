@@ -23,7 +23,7 @@ FIXED_SETTINGS = {
     "validation_split": "--validation-split", "group_size": "--group-size",
     "optimizer": "--optimizer", "lr_schedule": "--lr-schedule", "lr_schedule_per": "--lr-schedule-per",
     "lr_step_size": "--lr-step-size", "lr_factor": "--lr-factor", "lr_warmup": "--lr-warmup",
-    "lr_min": "--lr-min",
+    "lr_min": "--lr-min", "lr_patience": "--lr-patience",
 }
 # run settings a resumed run may change when it gives them (the optimizer's come through it)
 RUN_HYPERPARAMETERS = ("epochs",)

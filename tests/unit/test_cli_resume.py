@@ -3,6 +3,7 @@
 import json
 
 import numpy as np
+import pytest
 from launch import mpinn
 
 from mpinn.train.checkpoint import list_checkpoints
@@ -55,3 +56,11 @@ def test_a_schedule_continues_from_its_position_with_a_new_base_rate(tmp_path):
     meta = saved_meta(tmp_path)
     assert meta["optimizer"]["schedule"] == {"type": "StepLR", "count": 3, "base_lr": 0.4}
     assert meta["optimizer"]["hyper"]["lr"] == 0.05
+
+
+def test_the_plateau_schedule_reduces_the_lr_when_the_validation_loss_stalls(tmp_path):
+    # an lr so small that val_loss cannot improve by min_delta: halved after epochs 2 and 3
+    run = mpinn(*BASE, "--lr", 1e-6, "--epochs", 3, "--lr-schedule", "plateau", "--lr-patience", 1,
+                "--lr-factor", 0.5, "--checkpoint-dir", tmp_path, ranks=1)
+    assert run.returncode == 0, run.stderr
+    assert saved_meta(tmp_path)["optimizer"]["hyper"]["lr"] == pytest.approx(2.5e-7)

@@ -216,3 +216,23 @@ def test_fit_resumes_with_the_given_optimizer_settings_and_epochs_and_says_so(tm
     out = capsys.readouterr().out
     assert out.count("replace the checkpoint's: lr 0.1 -> 0.4, epochs 1 -> 2\n") == 1
     assert resumed.optimizer.momentum == 0.9 and resumed.optimizer.lr == pytest.approx(0.1)  # 0.4 * 0.5^2
+
+
+@pytest.mark.parametrize("values, message", [
+    ({"lr_schedule": "plateau", "lr_factor": 2.0}, "lr_factor must be below 1 for the plateau schedule"),
+    ({"lr_schedule": "linear"}, "unknown lr_schedule 'linear'; choose one of: step, cosine"),
+    ({"lr_schedule_per": "batch"}, "lr_schedule_per must be epoch or step"),
+    ({"lr_patience": 0}, "lr_patience must be a positive integer"),
+    ({"clip_norm": -1.0}, "clip_norm must be a positive number"),
+])
+def test_bad_schedule_and_clipping_settings_name_the_setting(values, message):
+    from mpinn.config import make_config
+
+    with pytest.raises(ConfigError, match=message):
+        make_config(values)
+
+
+def test_clip_norm_is_the_global_clipnorm_of_the_optimizer():
+    from mpinn.config import make_config
+
+    assert make_config({"clip_norm": 1.5}).optimizer_options() == {"global_clipnorm": 1.5}
