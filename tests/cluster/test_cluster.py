@@ -10,6 +10,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
+import cluster as emulated
 from launch import ENV, mpinn, rank_pid, wait_for
 
 from mpinn.train.checkpoint import NAME, list_checkpoints
@@ -34,6 +36,10 @@ if world.rank == 0:
 RUN = ("train", "--hidden", "256,256", "--batch-size", "16", "--seed", "3", "--epochs", "6")
 
 
+def namespaces():
+    return set(subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.split())
+
+
 def past_first_epoch(directory):
     """Whether a checkpoint after step 100 (the first epoch has 85 steps) is written."""
     return any(int(NAME.match(p.name)[1]) >= 100 for p in list_checkpoints(directory))
@@ -43,6 +49,20 @@ def across(cluster, command, timeout=240):
     """Run ``command`` on both nodes, 2 ranks each; returns the CompletedProcess."""
     return subprocess.run(cluster.mpiexec(MPIEXEC, 2, [str(c) for c in command]), capture_output=True,
                           text=True, timeout=timeout, env=ENV, cwd=ROOT)
+
+
+def test_link_rates_take_tc_syntax():
+    assert emulated.bits_per_s("0.25gbit") == 2.5e8 and emulated.bits_per_s("500mbit") == 5e8
+    with pytest.raises(ValueError, match="must end in gbit, mbit, kbit or bit"):
+        emulated.bits_per_s("1gbps")
+
+
+def test_stop_deletes_every_namespace_start_recorded(cluster):
+    small = emulated.start(1, None, "mps")
+    assert {small.hub, *small.nodes} <= namespaces()
+    assert emulated.stop("mps") == [*small.nodes, small.hub]
+    assert not {small.hub, *small.nodes} & namespaces() and emulated.load("mps") is None
+    assert {cluster.hub, *cluster.nodes} <= namespaces()  # another cluster's are left alone
 
 
 def test_the_root_namespace_gets_no_address_and_no_route(cluster):
