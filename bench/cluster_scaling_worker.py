@@ -6,7 +6,9 @@
 Items: ``compute`` (the data-parallel step with no communication: each rank trains its rows
 alone, all ranks at once), ``data`` (DataParallel, default buckets, overlapped), ``data-flat``
 (one Allreduce after backward), ``data-bucket=MB``, ``zero`` (ZeRO-2), ``allreduce`` (raw
-MPI.Allreduce of a buffer the size of the gradients), ``torch-ddp`` (PyTorch DDP over gloo,
+MPI.Allreduce of a buffer the size of the gradients), ``allgather`` and ``allgatherv-in-place``
+(the same buffer gathered from equal parts by Allgather, and by the in-place Allgatherv that
+ZeRO calls), ``torch-ddp`` (PyTorch DDP over gloo,
 where torch is installed; put it last) and ``grid:D,P,T,M`` (ModelParallel on
 a data x pipeline x tensor grid with M micro-batches). Each is timed over --steps steps with
 a barrier before each (median per rank, slowest rank), after one warm-up step. With
@@ -46,6 +48,19 @@ def build_model(widths: list[int]) -> Sequential:
     return model
 
 
+def _allgatherv_in_place(mpi: MPI.Comm, whole: np.ndarray, p: int):
+    counts = [whole.size // p] * p
+    displacements = [r * counts[0] for r in range(p)]
+    return lambda: mpi.Allgatherv(MPI.IN_PLACE, [whole, (counts, displacements)])
+
+
+RAW_COLLECTIVES = {  # on a buffer the size of the gradients (rounded down to p equal parts)
+    "allreduce": lambda mpi, whole, p: lambda: mpi.Allreduce(MPI.IN_PLACE, whole),
+    "allgather": lambda mpi, whole, p: lambda: mpi.Allgather(whole[:whole.size // p].copy(), whole),
+    "allgatherv-in-place": _allgatherv_in_place,  # what ZeroDataParallel calls after its update
+}
+
+
 def strategy_for(item: str, comm: Communicator):
     if item == "data":
         return DataParallel(comm)
@@ -62,9 +77,9 @@ def strategy_for(item: str, comm: Communicator):
 def step_function(item: str, comm: Communicator, widths: list[int], batch: int):
     """A no-argument callable running one step of ``item`` on this rank."""
     rng = np.random.default_rng(0)
-    if item == "allreduce":
-        buffer = np.ones(build_model(widths).params.size, dtype=np.float32)
-        return lambda: comm.mpi.Allreduce(MPI.IN_PLACE, buffer)
+    if item in RAW_COLLECTIVES:
+        size = build_model(widths).params.size // comm.size * comm.size
+        return RAW_COLLECTIVES[item](comm.mpi, np.ones(size, dtype=np.float32), comm.size)
     rows = math.ceil(batch / comm.size) if item == "compute" else batch
     x = rng.random((rows, widths[0]), dtype=np.float32)
     y = rng.integers(0, widths[-1], size=rows)
