@@ -29,7 +29,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path[:0] = [str(HERE), str(ROOT / "tests" / "cluster")]
 import cluster as emulated  # noqa: E402
-from common import has_torch, markdown_table  # noqa: E402
+from common import has_torch  # noqa: E402
 
 from mpinn.plan.layouts import Layout  # noqa: E402
 from mpinn.plan.planner import plan_ranks  # noqa: E402
@@ -103,13 +103,11 @@ def one_setting(rate: float, per_node: int, spec: ModelSpec, args) -> dict:
     emulated.stop(NAME)
     predicted = {item: predict_layout(spec, args.batch, lay, profile).step_s
                  for item, lay in planned["layouts"].items()}
-    flat = Layout(data=ranks)
     print(f"{tag}: " + ", ".join(f"{k} {v['step_s'] * 1e3:.0f} ms" for k, v in measured.items()), flush=True)
-    return {"rate_gbit": rate, "ranks_per_node": per_node, "ranks": ranks, "profile": str(profile_path),
+    return {"rate_gbit": rate, "ranks_per_node": per_node, "ranks": ranks, "profile": profile_path.name,
             "measured": measured, "predicted": predicted, "planned": {k: v for k, v in planned.items()
                                                                       if k != "layouts"},
-            "layouts": {item: lay.describe() for item, lay in planned["layouts"].items()},
-            "predicted_flat_data_s": predict_layout(spec, args.batch, flat, profile).step_s}
+            "layouts": {item: lay.describe() for item, lay in planned["layouts"].items()}}
 
 
 def fastest_of_rounds(rounds: list[dict]) -> dict:
