@@ -6,11 +6,11 @@
 
 import importlib
 
-from mpinn.errors import ConfigError, Preempted, UnsupportedFeature
+from mpinn.errors import ConfigError, Diverged, Preempted, UnsupportedFeature
 
 __version__ = "0.1.0"
 
-__all__ = ["ConfigError", "Preempted", "__version__"]
+__all__ = ["ConfigError", "Diverged", "Preempted", "__version__"]
 
 _LAZY = ("keras", "distribute", "callbacks", "data")
 TENSORFLOW_ONLY = {  # what a port written for ``import tensorflow as tf`` reaches for next

@@ -17,7 +17,7 @@ from typing import Any
 from mpinn.config import (ACTIVATIONS, BALANCES, LR_SCHEDULES, OPTIMIZERS, RESUME_CHOICES, SAMPLERS,
                           SCHEDULE_UNITS, SCHEDULES, STRATEGIES, TrainConfig, known_keys, load_toml,
                           make_config)
-from mpinn.errors import ConfigError, Preempted
+from mpinn.errors import ConfigError, Diverged, Preempted
 from mpinn.flags import NOTICES
 from mpinn.plan.commands import PLANNING_COMMANDS, add_planning_commands, run_planning_command
 from mpinn.sweep_config import add_sweep_command, sweep_spec
@@ -61,7 +61,11 @@ FLAG_HELP = {
     "keep_checkpoints": "keep the N newest valid checkpoints, in the order written (default 3)",
     "resume": "auto: continue from the newest valid checkpoint in --checkpoint-dir; fresh: move "
               "its checkpoints aside and start over; never (default): refuse a folder holding any",
-    "watchdog": "abort the job when one communication call waits longer than this many seconds",
+    "watchdog": "seconds a collective may wait in fit/evaluate before the job aborts with a "
+                "report of where every rank is (default 600; 0: off)",
+    "on_nonfinite": "stop (default: exit 3 naming the step) or skip steps whose loss or gradient "
+                    "is NaN/inf (10 in a row still stop)",
+    "num_classes": "classifier outputs; needed when the labels are not exactly 0..K-1",
     "deterministic": "bitwise the same result at any rank count (exact sums over fixed sample groups)",
     "group_size": "samples per group in deterministic mode (fixed whatever the rank count; default 128)",
 }
@@ -236,10 +240,10 @@ def main(argv: list[str] | None = None) -> int:
         if _rank() == 0:
             print(f"mpinn: error: {exc}", file=sys.stderr, flush=True)
         return 2
-    except Preempted as exc:
+    except (Preempted, Diverged) as exc:
         if _rank() == 0:
             print(f"mpinn: {exc}", file=sys.stderr, flush=True)
-        return Preempted.EXIT_CODE
+        return exc.EXIT_CODE
     except Exception as exc:
         from mpinn.parallel import Communicator
         from mpinn.parallel.failures import report_and_abort

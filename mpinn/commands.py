@@ -4,18 +4,22 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import zipfile
 from collections.abc import Callable
 
 import numpy as np
 
 from mpinn.config import TrainConfig
 from mpinn.data import Dataset, load_dataset
-from mpinn.data.validate import check_features, check_xy
+from mpinn.data.validate import check_dataset, check_features, check_steps, check_xy
 from mpinn.errors import ConfigError
-from mpinn.export import export_model
+from mpinn.export import check_export_path, export_model
+from mpinn.memory import available_bytes, check_fits, parameter_count, rank_bytes
 from mpinn.nn import Dense, Sequential
 from mpinn.optim import CosineAnnealingLR, Optimizer, Schedule, StepLR, WarmupCosine, get_optimizer
 from mpinn.parallel import Communicator, DataParallel, ModelParallel, Strategy, install_abort_hook
+from mpinn.outputs import check_output_dir, check_output_file
+from mpinn.parallel.agreement import agree, on_root
 from mpinn.parallel.async_ps import AsyncParameterServer
 from mpinn.parallel.local_sgd import LocalSGD
 from mpinn.parallel.model_parallel import grid_for
@@ -89,8 +93,8 @@ def make_strategy(config: TrainConfig, comm: Communicator) -> Strategy:
     return STRATEGY_BUILDERS[config.strategy](config, comm)
 
 
-def _world(watchdog_seconds: float | None = None) -> Communicator:
-    comm = Communicator.world(watchdog_seconds)
+def _world() -> Communicator:
+    comm = Communicator.world()
     if comm.size > 1:
         install_abort_hook(comm)
     return comm
@@ -103,12 +107,49 @@ def _report(comm: Communicator, label: str, result) -> None:
         print(f"{label} loss {loss:.4f}{extra}", flush=True)
 
 
+def load_checked_dataset(name: str, seed: int = 0, num_classes: int | None = None) -> Dataset:
+    """The data set, every split checked (errors name ``x_test``, ``y_train``...)."""
+    data = load_dataset(name, seed=seed, num_classes=num_classes)
+    check_dataset(data)
+    return data
+
+
+def check_train_outputs(config: TrainConfig) -> None:
+    """Every path a training run writes, checked before any work."""
+    if config.save:
+        check_output_file(config.save, "--save")
+    if config.metrics:
+        check_output_file(config.metrics, "--metrics")
+    if config.checkpoint_dir:
+        check_output_dir(config.checkpoint_dir, "--checkpoint-dir")
+
+
+def check_memory(config: TrainConfig, data: Dataset, comm: Communicator,
+                 ranks: int | None = None) -> None:
+    """Refuse, before allocating, a model that the ranks of a node cannot hold together
+    (``ranks``: how many share one model, by default all of ``comm``)."""
+    output = data.n_classes or data.y_train.reshape(len(data.y_train), -1).shape[1]
+    n_params = parameter_count([data.x_train.shape[1], *config.hidden, output])
+    state = len(get_optimizer(config.optimizer, **config.optimizer_options()).state_names)
+    per_rank = rank_bytes(n_params, np.dtype(np.float32).itemsize, state, config.strategy,
+                          ranks or comm.size)
+    node_ranks = comm.ranks_on_node()
+
+    def check() -> tuple[None, None]:
+        check_fits(n_params, per_rank, node_ranks, available_bytes(), config.strategy)
+        return None, None
+    agree(comm, check)
+
+
 def train(config: TrainConfig, given: frozenset[str] | None = None) -> int:
     """Train as ``config`` says; ``given`` names the settings the user gave (None: all), which
     on resume replace the checkpoint's (see :mod:`mpinn.train.resume`)."""
-    data = load_dataset(config.dataset, seed=config.seed)
+    comm = _world()
+    on_root(comm, lambda: check_train_outputs(config))
+    data = load_checked_dataset(config.dataset, config.seed, config.num_classes)
+    check_steps(len(data.x_train), config.batch_size, config.drop_last)
+    check_memory(config, data, comm)
     model = build_model(config, data)
-    comm = _world(config.watchdog)
     strategy = make_strategy(config, comm)
     if comm.is_root:
         print(f"mpinn: {data.name}, {len(data.x_train)} training samples, model "
@@ -123,8 +164,10 @@ def train(config: TrainConfig, given: frozenset[str] | None = None) -> int:
               drop_last=config.drop_last, accumulation_steps=config.accumulation_steps,
               strategy=strategy, callbacks=callbacks, checkpoint=checkpointing(config, given),
               verbose=config.verbose, log_every=config.log_every,
-              lr_schedule=lr_schedule(config, model.optimizer))
-    _report(comm, "test", model.evaluate(data.x_test, data.y_test, strategy=strategy))
+              lr_schedule=lr_schedule(config, model.optimizer), watchdog=config.watchdog,
+              on_nonfinite=config.on_nonfinite)
+    _report(comm, "test", model.evaluate(data.x_test, data.y_test, strategy=strategy,
+                                         watchdog=config.watchdog))
     if config.save and comm.is_root:
         model.save(config.save)
         print(f"model written to {config.save}", flush=True)
@@ -172,38 +215,60 @@ def lr_schedule(config: TrainConfig, optimizer: Optimizer) -> Schedule | None:
 def _load_model(path: str) -> Sequential:
     try:
         return Sequential.load(path)
-    except (OSError, KeyError, ValueError) as exc:
-        raise ConfigError(f"cannot read model file {path}: {exc}") from None
+    except (OSError, EOFError, KeyError, IndexError, TypeError, ValueError, AttributeError,
+            zipfile.BadZipFile) as exc:
+        reason = str(exc) or type(exc).__name__
+        raise ConfigError(f"cannot read model file {path}: {reason}; give a file written by "
+                          f"mpinn train --save") from None
 
 
 def _load(args: argparse.Namespace) -> tuple[Sequential, Dataset]:
     model = _load_model(args.model)
-    data = load_dataset(args.dataset)
+    data = load_checked_dataset(args.dataset)
+    check_features(data.x_test, model.input_dim, "x_test")
+    check_xy(data.x_test, data.y_test, model.output_dim if data.n_classes else None, "x_test", "y_test")
     compile_for(model, data)
     return model, data
 
 
 def evaluate(args: argparse.Namespace) -> int:
-    model, data = _load(args)
     comm = _world()
+    model, data = _load(args)
     _report(comm, "test", model.evaluate(data.x_test, data.y_test, strategy=DataParallel(comm)))
     return 0
 
 
 def predict(args: argparse.Namespace) -> int:
-    model, data = _load(args)
-    x = np.load(args.input, allow_pickle=False) if args.input else data.x_test
-    outputs = model.predict(x)
     comm = _world()
+    output = args.output if args.output.endswith(".npy") else args.output + ".npy"
+    on_root(comm, lambda: check_output_file(output, "--output"))
+    model, data = _load(args)
+    x = _read_input(args.input, model.input_dim) if args.input else data.x_test
+    outputs = model.predict(x)
     if comm.is_root:
-        np.save(args.output, outputs)
-        print(f"{len(outputs)} predictions written to {args.output}", flush=True)
+        np.save(output, outputs)
+        print(f"{len(outputs)} predictions written to {output}", flush=True)
     return 0
 
 
+def _read_input(path: str, width: int) -> np.ndarray:
+    """The ``--input`` array, checked: a readable .npy (no pickles) of the model's width."""
+    try:
+        x = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as exc:
+        raise ConfigError(f"cannot read --input {path}: {exc}; give a .npy array of shape "
+                          f"(samples, {width})") from None
+    if not isinstance(x, np.ndarray):
+        raise ConfigError(f"--input {path} is an .npz archive; give a .npy array of shape "
+                          f"(samples, {width})")
+    check_features(x, width, f"--input {path}")
+    return x
+
+
 def export(args: argparse.Namespace) -> int:
-    model = _load_model(args.model)
     comm = _world()
+    on_root(comm, lambda: check_export_path(args.output))
+    model = _load_model(args.model)
     if comm.is_root:
         path = export_model(model, args.output)
         print(f"{len(model.params)} parameters written to {path}", flush=True)

@@ -6,6 +6,7 @@ Unknown keys and wrong types are rejected with the list of valid keys.
 
 import dataclasses
 import difflib
+import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +29,9 @@ SCHEDULES = ("1f1b", "gpipe")
 BALANCES = ("params", "time")
 LR_SCHEDULES = ("step", "cosine", "warmup-cosine", "plateau")
 SCHEDULE_UNITS = ("epoch", "step")
+NONFINITE_CHOICES = ("stop", "skip")
+SEED_LIMIT = 2**32  # numpy's legacy generators and the samplers take seeds below this
+DEFAULT_WATCHDOG_SECONDS = 600.0
 
 
 @dataclass(frozen=True)
@@ -50,6 +54,7 @@ class TrainConfig:
     epochs: int = 20
     batch_size: int = 32
     seed: int = 0
+    num_classes: Optional[int] = None
     strategy: str = "data"
     sampler: str = "random"
     drop_last: bool = False
@@ -66,7 +71,8 @@ class TrainConfig:
     checkpoint_every: int = 0
     keep_checkpoints: int = 3
     resume: str = "never"
-    watchdog: Optional[float] = None
+    watchdog: float = DEFAULT_WATCHDOG_SECONDS
+    on_nonfinite: str = "stop"
     deterministic: bool = False
     group_size: int = 128
     stages: Optional[int] = None
@@ -81,22 +87,30 @@ class TrainConfig:
     sync_every: int = 8
 
     def __post_init__(self) -> None:
-        for name in ("epochs", "batch_size", "accumulation_steps", "threads"):
+        for name in ("epochs", "batch_size", "accumulation_steps", "threads", "micro_batches"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be a positive integer, got {getattr(self, name)}")
-        for name in ("lr", "bucket_mb"):
-            value = getattr(self, name)
-            if value is not None and not value > 0:
-                raise ConfigError(f"{name} must be a positive number, got {value}")
+        for name in ("stages", "num_classes"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be a positive integer, got {getattr(self, name)}")
+        if not 0 <= self.seed < SEED_LIMIT:
+            raise ConfigError(f"seed must be an integer in [0, 2**32), got {self.seed}")
         self._check_reporting()
         if any(width < 1 for width in self.hidden):
             raise ConfigError(f"hidden layer sizes must be positive integers, got {list(self.hidden)}")
+        self._check_hyperparameters()
         if self.grid is not None and self.strategy == "data":  # --grid alone means --strategy grid
             object.__setattr__(self, "strategy", "grid")
         if self.strategy not in STRATEGIES:
             raise ConfigError(f"unknown strategy {self.strategy!r}; choose one of: {', '.join(STRATEGIES)}")
         if self.sampler not in SAMPLERS:
             raise ConfigError(f"unknown sampler {self.sampler!r}; choose one of: {', '.join(SAMPLERS)}")
+        if self.on_nonfinite not in NONFINITE_CHOICES:
+            raise ConfigError(f"unknown on_nonfinite {self.on_nonfinite!r}; choose one of: "
+                              f"{', '.join(NONFINITE_CHOICES)}")
+        if self.on_nonfinite == "skip" and self.strategy == "async":
+            raise ConfigError("--on-nonfinite skip needs every rank in step; asynchronous servers "
+                              "apply steps on their own: use --on-nonfinite stop with --strategy async")
         self._check_checkpointing()
         self._check_lr_schedule()
         self._check_deterministic()
@@ -112,6 +126,17 @@ class TrainConfig:
             raise ConfigError(f"validation_split must lie in [0, 1) (0: no validation), "
                               f"got {self.validation_split}")
 
+    def _check_hyperparameters(self) -> None:
+        """Finite and in range: an infinite learning rate trains a NaN model, not an error."""
+        for name in ("lr", "bucket_mb"):
+            value = getattr(self, name)
+            if value is not None and not (math.isfinite(value) and value > 0):
+                raise ConfigError(f"{name} must be a positive finite number, got {value}")
+        for name in ("momentum", "weight_decay"):
+            value = getattr(self, name)
+            if value is not None and not (math.isfinite(value) and value >= 0):
+                raise ConfigError(f"{name} must be a finite number >= 0, got {value}")
+
     def _check_checkpointing(self) -> None:
         if self.resume not in RESUME_CHOICES:
             raise ConfigError(f"unknown resume {self.resume!r}; choose one of: {', '.join(RESUME_CHOICES)}")
@@ -120,8 +145,8 @@ class TrainConfig:
         if self.checkpoint_every < 0 or self.keep_checkpoints < 1:
             raise ConfigError("checkpoint_every must be >= 0 (0: at epoch ends only) and "
                               "keep_checkpoints >= 1")
-        if self.watchdog is not None and not self.watchdog > 0:
-            raise ConfigError(f"watchdog must be a positive number of seconds, got {self.watchdog}")
+        if not (math.isfinite(self.watchdog) and self.watchdog >= 0):
+            raise ConfigError(f"watchdog must be a number of seconds >= 0 (0: off), got {self.watchdog}")
 
     def _check_lr_schedule(self) -> None:
         if self.clip_norm is not None and not self.clip_norm > 0:
@@ -171,7 +196,7 @@ def _coerce(name: str, value: Any, kind: Any) -> Any:
     try:
         if base is tuple:
             items = value.split(",") if isinstance(value, str) else list(value)
-            return tuple(int(v) for v in items if str(v).strip() != "")
+            return tuple(_whole(v) for v in items if str(v).strip() != "")
         if base is bool:
             if isinstance(value, bool):
                 return value
@@ -187,6 +212,13 @@ def _coerce(name: str, value: Any, kind: Any) -> Any:
         expected = {tuple: "a list of integers", bool: "true or false", int: "an integer",
                     float: "a number", str: "a string"}[base]
         raise ConfigError(f"config key {name!r} must be {expected}, got {value!r}") from None
+
+
+def _whole(value: Any) -> int:
+    """An integer from an int or its decimal text; 1.5, True or "1.5" are errors, not 1."""
+    if isinstance(value, bool) or isinstance(value, float):
+        raise ValueError(value)
+    return int(value)
 
 
 def known_keys() -> list[str]:
@@ -213,8 +245,14 @@ def load_toml(path: str) -> dict[str, Any]:
 def read_toml(path: str) -> dict[str, Any]:
     """The whole TOML document at ``path``, or a ConfigError saying why it cannot be read."""
     try:
-        return tomllib.loads(Path(path).read_text())
+        return tomllib.loads(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"config file {path} does not exist") from None
+    except IsADirectoryError:
+        raise ConfigError(f"config file {path} is a folder; give a TOML file") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {path} is not text (a binary file?); give a TOML file") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None

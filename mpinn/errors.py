@@ -39,3 +39,11 @@ class UnsupportedFeature(ConfigError, NotImplementedError):
 
     def __init__(self, feature: str, instead: str) -> None:
         super().__init__(f"{feature} is not supported by mpinn; {instead}")
+
+
+class Diverged(FloatingPointError):
+    """Training met a non-finite loss or gradient (at the step the message names) and stopped
+    before writing anything from it; the last checkpoint is kept. The CLI exits with
+    ``EXIT_CODE``."""
+
+    EXIT_CODE = 3

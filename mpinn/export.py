@@ -16,6 +16,7 @@ import numpy as np
 
 from mpinn.errors import ConfigError
 from mpinn.io import atomic_save_npz, atomic_write
+from mpinn.outputs import check_output_file
 
 def torch_named_weights(model) -> dict[str, np.ndarray]:
     """``{"0.weight": (out, in), "0.bias": (out,), ...}`` for every Dense of ``model``."""
@@ -49,6 +50,16 @@ def write_safetensors(path: str | os.PathLike, tensors: dict[str, np.ndarray],
 def read_safetensors(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """The tensors of a safetensors file."""
     return _safetensors_numpy().load_file(str(path))
+
+
+EXPORT_SUFFIXES = (".safetensors", ".npz")
+
+
+def check_export_path(path: str | os.PathLike) -> None:
+    """ConfigError unless ``path`` names a writable ``.safetensors`` or ``.npz`` file."""
+    if Path(path).suffix not in EXPORT_SUFFIXES:
+        raise ConfigError(f"export file {path} must end in .safetensors or .npz")
+    check_output_file(path, "--output")
 
 
 def export_model(model, path: str | os.PathLike) -> Path:

@@ -19,9 +19,12 @@ from typing import Any
 
 import numpy as np
 
-from mpinn.commands import build_model, lr_callbacks, lr_schedule, make_strategy
+from mpinn.commands import (build_model, check_memory, load_checked_dataset, lr_callbacks, lr_schedule,
+                             make_strategy)
 from mpinn.config import TrainConfig
-from mpinn.data import Dataset, load_dataset
+from mpinn.data import Dataset
+from mpinn.outputs import check_output_file
+from mpinn.parallel.agreement import on_root
 from mpinn.errors import ConfigError
 from mpinn.parallel import Communicator, install_abort_hook
 from mpinn.sweep_config import SweepSpec
@@ -46,9 +49,10 @@ def train_configuration(config: TrainConfig, data: Dataset,
                         validation_split=config.validation_split, shuffle=config.sampler == "random",
                         drop_last=config.drop_last, accumulation_steps=config.accumulation_steps,
                         strategy=strategy, callbacks=lr_callbacks(config), verbose=0,
-                        lr_schedule=lr_schedule(config, model.optimizer))
+                        lr_schedule=lr_schedule(config, model.optimizer), watchdog=config.watchdog,
+                        on_nonfinite=config.on_nonfinite)
     seconds = time.perf_counter() - start
-    test = model.evaluate(data.x_test, data.y_test, strategy=strategy)
+    test = model.evaluate(data.x_test, data.y_test, strategy=strategy, watchdog=config.watchdog)
     last = {key: values[-1] for key, values in history.history.items()}
     row = {"val_loss": last["val_loss"], "val_accuracy": last.get("val_accuracy"),
            "test_loss": test[0] if isinstance(test, tuple) else test,
@@ -62,8 +66,10 @@ def run_sweep(spec: SweepSpec, comm: Communicator) -> dict[str, Any] | None:
     scores), None elsewhere."""
     groups = group_count(comm.size, spec.ranks_per_config)
     group = comm.rank // spec.ranks_per_config
+    data = load_checked_dataset(spec.base.dataset, spec.base.seed, spec.base.num_classes)
+    for config in spec.configs:
+        check_memory(config, data, comm, spec.ranks_per_config)
     group_comm = comm.split(group)
-    data = load_dataset(spec.base.dataset, seed=spec.base.seed)
     rows, predictions = [], None
     for index in range(group, len(spec.configs), groups):
         row, outputs = train_configuration(spec.configs[index], data, group_comm)
@@ -130,10 +136,11 @@ def write_json(path: str, payload: dict[str, Any]) -> None:
 
 def sweep(spec: SweepSpec) -> int:
     """The ``mpinn sweep`` command: run, then rank 0 prints the table and writes the JSON."""
-    comm = Communicator.world(spec.base.watchdog)
+    comm = Communicator.world()
     if comm.size > 1:
         install_abort_hook(comm)
     group_count(comm.size, spec.ranks_per_config)
+    on_root(comm, lambda: check_output_file(spec.output, "--output"))
     if comm.is_root:
         print(f"mpinn sweep: {len(spec.configs)} configuration(s) over {comm.size} rank(s), "
               f"{spec.ranks_per_config} rank(s) each", flush=True)

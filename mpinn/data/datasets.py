@@ -6,12 +6,14 @@ without communicating and a run is reproducible from its configuration alone.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from mpinn.data.validate import class_count
 from mpinn.errors import ConfigError, UnsupportedFeature, require_positive, unknown_name
 
 
@@ -124,23 +126,34 @@ def _regression(seed: int = 0, **kwargs) -> Dataset:
     return _split(x, y, None, "regression")
 
 
+def _with_classes(data: Dataset, num_classes: int | None) -> Dataset:
+    if num_classes is None:
+        return data
+    if data.n_classes is None:
+        raise ConfigError(f"num_classes applies to classification data; {data.name} has "
+                          f"real-valued targets")
+    return dataclasses.replace(data, n_classes=class_count([data.y_train, data.y_test],
+                                                           num_classes, data.name))
+
+
 DATASETS: dict[str, Callable[..., Dataset]] = {
     "digits": digits, "xor": _xor_dataset, "synthetic": _synthetic, "regression": _regression,
 }
 
 
-def load_dataset(name_or_path: str | Path, **kwargs) -> Dataset:
+def load_dataset(name_or_path: str | Path, num_classes: int | None = None, **kwargs) -> Dataset:
     """A registered data set by name (``DATASETS``), or MNIST-format files at a path.
 
     ``kwargs`` go to the named loader; for a path, a ``seed`` is ignored (the split is fixed).
+    ``num_classes`` sets the outputs of a classification set (labels must lie below it).
     """
     loader = DATASETS.get(str(name_or_path))
     if loader is not None:
-        return loader(**kwargs)
+        return _with_classes(loader(**kwargs), num_classes)
     if Path(name_or_path).exists():
         from mpinn.data.mnist import load_mnist  # deferred: mnist.py imports Dataset from here
 
         kwargs.pop("seed", None)
-        return load_mnist(name_or_path, **kwargs)
+        return load_mnist(name_or_path, num_classes, **kwargs)
     error = unknown_name("dataset", str(name_or_path), DATASETS)
     raise ConfigError(f"{error}; or give a path to an .npz file or a folder of MNIST IDX files")

@@ -15,6 +15,7 @@ import numpy as np
 
 from mpinn.data.arrays import npz_members, open_npy
 from mpinn.data.datasets import Dataset
+from mpinn.data.validate import check_label_values, class_count
 from mpinn.errors import ConfigError
 
 IDX_TYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
@@ -53,20 +54,28 @@ def load_idx(path: str | Path) -> np.ndarray:
     return np.frombuffer(data, dtype, offset=header).reshape(shape).astype(dtype.newbyteorder("="))
 
 
-def _images(x: np.ndarray) -> np.ndarray:
+def _images(x: np.ndarray, source: str, name: str) -> np.ndarray:
     """Flatten to (n, features); uint8 pixels scale to [0, 1] (in memory); float features stay
     as they are, memory maps included (the model casts each batch)."""
+    if x.ndim < 2:
+        raise ConfigError(f"{source}: {name} must hold one row of features per sample "
+                          f"(2-D or more), got shape {x.shape}")
+    if x.dtype.kind not in "biuf":
+        raise ConfigError(f"{source}: {name} must be real numbers, got dtype {x.dtype}"
+                          + ("; the imaginary part would be dropped" if x.dtype.kind == "c" else ""))
+    if 0 in x.shape:
+        raise ConfigError(f"{source}: {name} is empty (shape {x.shape})")
     x = x.reshape(len(x), -1)
     if x.dtype.kind == "f":
         return x
     return x.astype(np.float32) / 255.0 if x.dtype == np.uint8 else x.astype(np.float32)
 
 
-def _labels(y: np.ndarray, source: str) -> np.ndarray:
-    y = np.asarray(y).reshape(-1)
-    if y.dtype.kind not in "biuf" or (y.dtype.kind == "f" and not np.all(y == np.round(y))):
-        raise ConfigError(f"{source}: labels must be whole numbers, got dtype {y.dtype}")
-    return y.astype(np.int64)
+def _labels(y: np.ndarray, source: str, name: str) -> np.ndarray:
+    try:
+        return check_label_values(y, name).astype(np.int64)
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
 
 
 def _idx_arrays(folder: Path) -> list[np.ndarray]:
@@ -85,7 +94,7 @@ def _npy_arrays(folder: Path) -> list[np.ndarray]:
     return [open_npy(folder / f"{key}.npy") for key in NPZ_KEYS]
 
 
-def load_mnist(path: str | Path) -> Dataset:
+def load_mnist(path: str | Path, num_classes: int | None = None) -> Dataset:
     """Data from a folder of the four MNIST IDX files, an ``.npz`` of ``x_train, y_train,
     x_test, y_test``, or a folder of those four ``.npy`` files: features (n, rows*cols),
     labels int64. Float features in ``.npy`` files or an uncompressed ``.npz`` are memory-mapped
@@ -98,12 +107,12 @@ def load_mnist(path: str | Path) -> Dataset:
         arrays = [values[key] for key in NPZ_KEYS]
     else:
         raise ConfigError(f"no such data file or folder: {path}")
-    x_train, x_test = _images(arrays[0]), _images(arrays[2])
-    y_train, y_test = _labels(arrays[1], str(path)), _labels(arrays[3], str(path))
+    x_train, x_test = _images(arrays[0], str(path), "x_train"), _images(arrays[2], str(path), "x_test")
+    y_train = _labels(arrays[1], str(path), "y_train")
+    y_test = _labels(arrays[3], str(path), "y_test")
     for split, x, y in (("train", x_train, y_train), ("test", x_test, y_test)):
         if len(x) != len(y):
-            raise ConfigError(f"{path}: {split} has {len(x)} images but {len(y)} labels")
-    if min(y_train.min(initial=0), y_test.min(initial=0)) < 0:
-        raise ConfigError(f"{path}: labels must be >= 0")
-    n_classes = max(2, int(max(y_train.max(initial=0), y_test.max(initial=0))) + 1)
+            raise ConfigError(f"{path}: x_{split} has {len(x)} samples but y_{split} has "
+                              f"{len(y)} labels; they must have the same length")
+    n_classes = class_count([y_train, y_test], num_classes, str(path))
     return Dataset(x_train, y_train, x_test, y_test, n_classes, path.stem)

@@ -20,6 +20,7 @@ gradient, in the training step every strategy shares (:mod:`mpinn.optim.clipping
 from __future__ import annotations
 
 import copy
+import math
 from typing import Any
 
 import numpy as np
@@ -59,11 +60,14 @@ class Optimizer:
         return tuple(cls.defaults) + tuple(CLIP_DEFAULTS)
 
     def _validate(self) -> None:
-        if isinstance(self.lr, bool) or not isinstance(self.lr, (int, float)) or not self.lr > 0:
-            raise ConfigError(f"{type(self).__name__}: lr must be a positive number, got {self.lr!r}")
-        if getattr(self, "weight_decay", 0) < 0:
-            raise ConfigError(f"{type(self).__name__}: weight_decay must be >= 0, "
-                              f"got {self.weight_decay!r}")
+        if (isinstance(self.lr, bool) or not isinstance(self.lr, (int, float))
+                or not (math.isfinite(self.lr) and self.lr > 0)):
+            raise ConfigError(f"{type(self).__name__}: lr must be a positive finite number, "
+                              f"got {self.lr!r}")
+        decay = getattr(self, "weight_decay", 0)
+        if not (math.isfinite(decay) and decay >= 0):
+            raise ConfigError(f"{type(self).__name__}: weight_decay must be a finite number >= 0, "
+                              f"got {decay!r}")
         check_clipping(type(self).__name__, self.clipnorm, self.global_clipnorm, self.clipvalue)
 
     def hyperparameters(self) -> dict[str, Any]:

@@ -135,6 +135,8 @@ class LocalRole:
 class AsyncParameterServer(Strategy):
     """Parameter servers on the first ``servers`` ranks of ``comm``, workers on the others."""
 
+    lockstep = False  # workers run up to ``staleness`` steps apart
+
     def __init__(self, comm: Communicator, staleness: int = 4, servers: int = 1) -> None:
         for name, value, low in (("staleness", staleness, 0), ("servers", servers, 1)):
             if isinstance(value, bool) or not isinstance(value, int) or value < low:

@@ -4,28 +4,67 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import os
+import shutil
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
 from mpi4py import MPI
 
+from mpinn.parallel.heartbeat import Heartbeat
 from mpinn.parallel.watchdog import Watchdog
 
 Method = TypeVar("Method", bound=Callable[..., Any])
 ABORT_GRACE_SECONDS = 0.5
+RUN_DIR_VARIABLE = "MPINN_RUN_DIR"
 
 
 def watched(method: Method) -> Method:
-    """Run a blocking communicator method under the communicator's watchdog, if it has one."""
+    """A blocking communicator method: noted in the heartbeat record and run under the
+    watchdog, when the communicator has them."""
+    name = method.__name__.encode()
+
     @functools.wraps(method)
     def wrapper(self: "Communicator", *args: Any, **kwargs: Any) -> Any:
-        if self.watchdog is None:
+        beat, dog = self.shared.heartbeat, self.shared.watchdog
+        if beat is None and dog is None:
             return method(self, *args, **kwargs)
-        with self.watchdog.watch(method.__name__):
-            return method(self, *args, **kwargs)
+        if beat is not None:
+            beat.enter(name, True)
+        try:
+            if dog is None:
+                return method(self, *args, **kwargs)
+            with dog.watch(method.__name__):
+                return method(self, *args, **kwargs)
+        finally:
+            if beat is not None:
+                beat.leave()
     return wrapper  # type: ignore[return-value]
+
+
+def noted(method: Method) -> Method:
+    """A non-blocking communicator method: noted in the heartbeat record, if any."""
+    name = method.__name__.encode()
+
+    @functools.wraps(method)
+    def wrapper(self: "Communicator", *args: Any, **kwargs: Any) -> Any:
+        if self.shared.heartbeat is not None:
+            self.shared.heartbeat.enter(name, False)
+        return method(self, *args, **kwargs)
+    return wrapper  # type: ignore[return-value]
+
+
+class _Shared:
+    """What a communicator shares with its splits: the watchdog and the heartbeat record."""
+
+    def __init__(self, watchdog: Watchdog | None = None) -> None:
+        self.watchdog = watchdog
+        self.heartbeat: Heartbeat | None = None
 
 
 class Communicator:
@@ -35,12 +74,21 @@ class Communicator:
     the lower-case ``*_obj`` twins move small Python objects.
     """
 
-    def __init__(self, mpi_comm: MPI.Comm, watchdog: Watchdog | None = None) -> None:
+    def __init__(self, mpi_comm: MPI.Comm, watchdog: Watchdog | None = None,
+                 shared: _Shared | None = None) -> None:
         self.mpi = mpi_comm
         self.rank = mpi_comm.Get_rank()
         self.size = mpi_comm.Get_size()
         self.is_root = self.rank == 0
-        self.watchdog = watchdog
+        self.shared = shared or _Shared(watchdog)
+
+    @property
+    def watchdog(self) -> Watchdog | None:
+        return self.shared.watchdog
+
+    @watchdog.setter
+    def watchdog(self, watchdog: Watchdog | None) -> None:
+        self.shared.watchdog = watchdog
 
     @classmethod
     def world(cls, watchdog_seconds: float | None = None) -> "Communicator":
@@ -49,6 +97,41 @@ class Communicator:
         if watchdog_seconds:
             comm.watchdog = Watchdog(watchdog_seconds, comm.rank, comm.abort)
         return comm
+
+    @contextmanager
+    def watching(self, seconds: float | None, run_dir: str | Path | None = None) -> Iterator[None]:
+        """Within the block (collective to enter), a blocking call stuck ``seconds`` aborts
+        the job after the lowest responding rank reports where every rank is, from heartbeat
+        records in ``run_dir`` (or ``$MPINN_RUN_DIR``, or a temporary folder for the job).
+        Nothing changes on one rank, with ``seconds`` 0 or None, or under a watchdog already."""
+        if self.size == 1 or not seconds or self.watchdog is not None:
+            yield
+            return
+        folder, temporary = self.bcast_obj(_heartbeat_folder(run_dir) if self.is_root else None)
+        group = ""
+        if self.size < MPI.COMM_WORLD.Get_size():  # a group (a sweep's) has records of its own
+            group = f"g{self.bcast_obj(MPI.COMM_WORLD.Get_rank())}-"
+        heartbeat = Heartbeat(folder, self.rank, self.size, group)
+        self.shared.heartbeat = heartbeat
+        self.watchdog = Watchdog(seconds, self.rank, self.abort, heartbeat)
+        try:
+            yield
+        finally:
+            self.watchdog.stop()
+            self.watchdog = self.shared.heartbeat = None
+            heartbeat.close()
+            if self.is_root and temporary:
+                shutil.rmtree(temporary, ignore_errors=True)
+
+    def ranks_on_node(self) -> int:
+        """How many ranks of this communicator share this rank's node (and its memory)."""
+        if self.size == 1:
+            return 1
+        node = self.mpi.Split_type(MPI.COMM_TYPE_SHARED)
+        try:
+            return node.Get_size()
+        finally:
+            node.Free()
 
     def note_step(self, step: int) -> None:
         """Tell the watchdog (if any) which step is running, for its report."""
@@ -62,7 +145,8 @@ class Communicator:
 
     def split(self, color: int, key: int | None = None) -> "Communicator":
         """Sub-communicator of the ranks that pass the same ``color``, ordered by ``key``."""
-        return Communicator(self.mpi.Split(color, self.rank if key is None else key), self.watchdog)
+        return Communicator(self.mpi.Split(color, self.rank if key is None else key),
+                            shared=self.shared)
 
     @watched
     def Allreduce(self, buf: np.ndarray, op: MPI.Op = MPI.SUM) -> np.ndarray:
@@ -71,18 +155,22 @@ class Communicator:
             self.mpi.Allreduce(MPI.IN_PLACE, buf, op=op)
         return buf
 
+    @noted
     def Iallreduce(self, buf: np.ndarray, op: MPI.Op = MPI.SUM) -> MPI.Request:
         """Start an in-place non-blocking reduction of ``buf``; wait on the returned request."""
         return self.mpi.Iallreduce(MPI.IN_PLACE, buf, op=op)
 
+    @noted
     def Isend(self, buf: np.ndarray, dest: int, tag: int) -> MPI.Request:
         """Start sending ``buf`` to rank ``dest``; keep ``buf`` alive until the request completes."""
         return self.mpi.Isend(buf, dest=dest, tag=tag)
 
+    @noted
     def Irecv(self, buf: np.ndarray, source: int, tag: int) -> MPI.Request:
         """Start receiving into ``buf`` from rank ``source``; wait on the returned request."""
         return self.mpi.Irecv(buf, source=source, tag=tag)
 
+    @watched
     def gather_obj(self, obj: Any, root: int = 0) -> list[Any] | None:
         """Every rank's ``obj``, as a list on ``root``; None elsewhere."""
         return self.mpi.gather(obj, root=root) if self.size > 1 else [obj]
@@ -164,6 +252,15 @@ class Communicator:
         differing = [r for r, d in enumerate(digests) if d != digests[0]]
         if differing:
             raise RuntimeError(f"{what} differ between ranks: ranks {differing} disagree with rank 0")
+
+
+def _heartbeat_folder(run_dir: str | Path | None) -> tuple[str, str | None]:
+    """(folder for the heartbeat records, the temporary folder to remove after, if any)."""
+    base = run_dir or os.environ.get(RUN_DIR_VARIABLE)
+    if base:
+        return str(base), None
+    temporary = tempfile.mkdtemp(prefix="mpinn-heartbeat-")
+    return temporary, temporary
 
 
 def displacements(counts: list[int]) -> list[int]:

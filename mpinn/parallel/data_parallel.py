@@ -108,11 +108,26 @@ class DataParallel(Strategy):
         """Every rank holds the whole model: rank 0 hands out its own."""
         if not self.comm.is_root:
             return None
-        return model.params.copy(), model.optimizer.state_dict()
+        return model.params.copy(), self.with_grid(model.optimizer.state_dict())
 
     def load_full_state(self, model, params, optimizer_state) -> None:
         model.params[...] = params
-        model.optimizer.load_state_dict(optimizer_state)
+        model.optimizer.load_state_dict(self.take_grid(optimizer_state))
+
+    def with_grid(self, optimizer_state: dict) -> dict:
+        """The state plus deterministic mode's grid exponent: a resumed run must sum on the
+        same grid, or its truncations (hence its bits) differ from an uninterrupted run's."""
+        if self.exact is not None and self.exact.exponent is not None:
+            return {**optimizer_state, "grid_exponent": self.exact.exponent}
+        return optimizer_state
+
+    def take_grid(self, optimizer_state: dict) -> dict:
+        """The state without the grid exponent, which goes back to the exact sums."""
+        state = dict(optimizer_state)
+        exponent = state.pop("grid_exponent", None)
+        if self.exact is not None and exponent is not None:
+            self.exact.exponent = int(exponent)
+        return state
 
     def begin_step(self) -> None:
         self._requests: list[MPI.Request] = []

@@ -67,8 +67,9 @@ class ExactGradients:
                 self.exponent = self._exponent_for(1.0, n_groups)
             tally, local_max = self._grid_sums(model, x, y, batch)
             largest = self.comm.Allreduce(np.array([local_max]), op=MPI.MAX)[0]
-            if not math.isfinite(largest):
-                raise FloatingPointError("deterministic mode: a gradient is NaN or infinite")
+            if not math.isfinite(largest):  # the step's gradients are NaN: the loop's guard acts
+                self.used_exponent = self.exponent
+                return tally
             fits = math.ldexp(largest, self.exponent) * n_groups < 2.0 ** EXACT_BITS
             used, self.exponent = self.exponent, self._exponent_for(largest, n_groups)
             if fits:

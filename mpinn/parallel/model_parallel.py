@@ -158,6 +158,10 @@ class ModelParallel(Strategy):
         state = {name: np.asarray(array)[index] for name, array in optimizer_state["state"].items()}
         return {**optimizer_state, "state": state}
 
+    def local_state(self, model) -> tuple[np.ndarray, Any]:
+        """This rank's part of the model and its optimizer."""
+        return self.part.model.params, self.optimizer
+
     def full_state(self, model):
         """Rank 0 gathers every part of one data replica and scatters it through the indices."""
         local = self.part.model

@@ -19,6 +19,7 @@ class Strategy:
 
     comm: Communicator
     comm_seconds: float = 0.0  # time spent waiting on communication, for the metrics log
+    lockstep: bool = True  # every rank finishes step t before any starts t + 1
 
     def setup(self, model) -> None:
         """Before the first step: distribute or check the initial parameters."""
@@ -47,6 +48,10 @@ class Strategy:
     def load_full_state(self, model, params: np.ndarray, optimizer_state: dict[str, Any]) -> None:
         """Every rank takes its part of what ``full_state`` returned (after ``setup``)."""
         raise NotImplementedError
+
+    def local_state(self, model) -> tuple[np.ndarray, Any]:
+        """The parameters and the optimizer this rank's steps update (to undo a bad step)."""
+        return model.params, model.optimizer
 
     def finish(self, model) -> None:
         """After the last step: ``model.params`` on every rank holds the full trained model."""

@@ -107,15 +107,19 @@ class ZeroDataParallel(DataParallel):
         return {"optimizer_state": state_bytes(self.optimizer), "reduced_gradient": reduced,
                 "params": model.params.nbytes, "gradient_buffer": model.grads.nbytes}
 
+    def local_state(self, model) -> tuple[np.ndarray, Any]:
+        """The whole parameters (every rank gathers them) and this rank's slice optimizer."""
+        return model.params, self.optimizer
+
     def full_state(self, model) -> tuple[np.ndarray, dict[str, Any]] | None:
         """Gather the optimizer-state slices into the one-rank layout on rank 0."""
         local = self.optimizer.state_dict()
         whole = {name: self.comm.Gatherv(array, self.counts) for name, array in local["state"].items()}
         if not self.comm.is_root:
             return None
-        return model.params.copy(), {**local, "state": whole}
+        return model.params.copy(), self.with_grid({**local, "state": whole})
 
     def load_full_state(self, model, params: np.ndarray, optimizer_state: dict[str, Any]) -> None:
         """Every rank takes the whole parameters and its slice of the optimizer state."""
         model.params[...] = params
-        self.optimizer.load_state_dict(state_slice(optimizer_state, self.lo, self.hi))
+        self.optimizer.load_state_dict(state_slice(self.take_grid(optimizer_state), self.lo, self.hi))

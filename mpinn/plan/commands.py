@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import re
 from pathlib import Path
 
 from mpinn.errors import ConfigError
 from mpinn.flags import add_old_spelling
+from mpinn.outputs import check_output_file
 
 DEFAULT_MODEL = "784,1024,1024,1024,10"
 DEFAULT_HIDDEN = "1024,1024,1024"
@@ -78,9 +80,11 @@ def run_calibrate(args: argparse.Namespace) -> int:
     for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[var] = str(args.threads)
     from mpinn.parallel import Communicator
+    from mpinn.parallel.agreement import on_root
     from mpinn.parallel.calibrate import QUICK, Sizes, calibrate
 
     comm = Communicator.world()
+    on_root(comm, lambda: check_output_file(args.output, "--output"))
     profile = calibrate(comm, spec, QUICK if args.quick else Sizes())
     if comm.is_root:
         Path(args.output).write_text(json.dumps(profile, indent=2) + "\n")
@@ -130,8 +134,13 @@ def run_plan(args: argparse.Namespace) -> int:
     ranks = planner.parse_ranks(args.ranks)
     strategies = tuple(s.strip() for s in args.strategy.split(",") if s.strip())
     limit = parse_bytes(args.memory_per_rank) if args.memory_per_rank else None
-    if not args.bucket_mb > 0:
-        raise ConfigError(f"--bucket-mb must be positive, got {args.bucket_mb}")
+    if not (math.isfinite(args.bucket_mb) and args.bucket_mb > 0):
+        raise ConfigError(f"--bucket-mb must be a positive finite number, got {args.bucket_mb}")
+    if args.batch < 1:
+        raise ConfigError(f"--batch must be a positive integer, got {args.batch}")
+    for flag, path in (("--json", args.json), ("--plot", args.plot)):
+        if path:
+            check_output_file(path, flag)
     profile = load_profile(args.profile)
     plans = planner.plan(spec, args.batch, ranks, profile, limit, args.bucket_mb, strategies)
     single = planner.plan_ranks(spec, args.batch, 1, profile, bucket_mb=args.bucket_mb).best["data"].step_s

@@ -24,6 +24,10 @@ class RankPlan:
     recommended: Prediction | None       # fastest layout within the memory limit
 
 
+MAX_RANKS = 2**20  # the largest rank count planned
+MAX_RANK_COUNTS = 64  # rank counts in one plan
+
+
 def parse_ranks(text: str) -> list[int]:
     """``"1,2,4,...,64"`` -> [1, 2, 4, 8, 16, 32, 64]; ``...`` continues the progression
     set by the two numbers before it up to the one after it."""
@@ -37,11 +41,16 @@ def parse_ranks(text: str) -> list[int]:
         if not item.isdigit() or int(item) < 1:
             raise ConfigError(f"--ranks must list positive integers such as 1,2,4,...,4096; got {item!r}")
         value = int(item)
+        if value > MAX_RANKS:
+            raise ConfigError(f"--ranks goes up to {MAX_RANKS:,} ranks, got {value:,}")
         if position > 0 and items[position - 1] == "...":
             ranks += _progression(ranks[-2], ranks[-1], value)
         ranks.append(value)
     if not ranks or ranks != sorted(set(ranks)):
         raise ConfigError(f"--ranks must be increasing positive integers, got {text!r}")
+    if len(ranks) > MAX_RANK_COUNTS:
+        raise ConfigError(f"--ranks lists {len(ranks):,} rank counts; plan at most "
+                          f"{MAX_RANK_COUNTS} at a time (a geometric series such as 1,2,4,...,4096)")
     return ranks
 
 
@@ -54,6 +63,10 @@ def _progression(a: int, b: int, stop: int) -> list[int]:
         if current >= stop:
             return terms
         terms.append(current)
+        if len(terms) > MAX_RANK_COUNTS:
+            raise ConfigError(f"--ranks lists more than {MAX_RANK_COUNTS} rank counts; plan at "
+                              f"most {MAX_RANK_COUNTS} at a time (a geometric series such as "
+                              f"1,2,4,...,4096)")
     raise ConfigError("--ranks must be increasing around '...'")
 
 

@@ -9,19 +9,23 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from mpinn.data.samplers import global_batches, make_sampler, num_batches
-from mpinn.data.validate import check_xy
+from mpinn.config import DEFAULT_WATCHDOG_SECONDS
+from mpinn.data.validate import check_features, check_steps, check_xy, fingerprint
 from mpinn.errors import ConfigError, UnsupportedFeature, require_positive
 from mpinn.nn.losses import CrossEntropyLoss
 from mpinn.optim.schedules import Schedule
-from mpinn.train.callbacks import Callback, ProgressLogger, default_callbacks, metric_logs
+from mpinn.parallel.agreement import agree
+from mpinn.train.callbacks import Callback, MetricsLog, ProgressLogger, default_callbacks, metric_logs
 from mpinn.train.checkpoint import Progress
 from mpinn.train.checkpointing import Checkpointing
 from mpinn.train.metrics import summarize
+from mpinn.train.nonfinite import NonFiniteGuard
 from mpinn.train.progress import ProgressTicker
 
 DEFAULT_LOG_EVERY = 10
@@ -45,7 +49,8 @@ def fit(model, x: np.ndarray, y: np.ndarray, *, epochs: int = 1, batch_size: int
         validation_split: float = 0.0, shuffle: bool = True, drop_last: bool = False,
         accumulation_steps: int = 1, strategy: Any = None, callbacks: list[Callback] | None = None,
         verbose: int = 1, log_every: int | None = None, checkpoint: Checkpointing | None = None,
-        lr_schedule: Schedule | None = None) -> History:
+        lr_schedule: Schedule | None = None, watchdog: float | None = DEFAULT_WATCHDOG_SECONDS,
+        on_nonfinite: str = "stop") -> History:
     """Train ``model`` (compiled) on (x, y); ``batch_size`` is the GLOBAL batch.
 
     Every rank passes the same x and y; each takes its contiguous part of every global
@@ -58,18 +63,35 @@ def fit(model, x: np.ndarray, y: np.ndarray, *, epochs: int = 1, batch_size: int
     ``callbacks`` are added to the defaults (the progress printer unless ``verbose`` is 0 or
     one is given); a callback that sets ``model.stop_training`` ends training on every rank
     at the same step.
+    Every rank checks its arguments, then the ranks agree (one small collective), so bad or
+    differing input raises alike everywhere. Under a launcher, a collective stuck for
+    ``watchdog`` seconds (None or 0: never) aborts the job with a report of where each rank
+    is. A NaN or infinite loss or gradient raises :class:`~mpinn.errors.Diverged` naming the
+    step (``on_nonfinite="stop"``), or skips the step (``"skip"``; ten in a row still stop).
     """
-    x, y, validation_data = _checked_inputs(model, x, y, epochs, batch_size, validation_data,
-                                            validation_split, accumulation_steps)
-    _attach_schedule(model, lr_schedule)
     strategy = strategy or _default_strategy()
-    strategy.setup(model)
+    with strategy.comm.watching(watchdog, _run_dir(checkpoint, callbacks)):
+        settings = {"epochs": epochs, "batch_size": batch_size, "drop_last": drop_last,
+                    "accumulation_steps": accumulation_steps, "shuffle": shuffle}
+        x, y, validation_data = agree(strategy.comm, lambda: _checked_inputs(
+            model, x, y, validation_data, validation_split, settings), "arguments to fit")
+        _attach_schedule(model, lr_schedule)
+        guard = NonFiniteGuard(on_nonfinite, strategy)
+        strategy.setup(model)
+        return _train(model, x, y, epochs, batch_size, validation_data, shuffle, drop_last,
+                      accumulation_steps, strategy, callbacks, verbose, log_every, checkpoint,
+                      lr_schedule, guard)
+
+
+def _train(model, x, y, epochs, batch_size, validation_data, shuffle, drop_last, accumulation_steps,
+           strategy, callbacks, verbose, log_every, checkpoint, lr_schedule, guard) -> History:
     sampler = make_sampler("random" if shuffle else "contiguous", len(x), model.seed)
     if checkpoint:  # the checkpoints record the run's total, so a resume can name a change of it
         checkpoint.run_config = {"epochs": epochs, **checkpoint.run_config}
     progress = checkpoint.start(model, strategy) if checkpoint else Progress()
     epochs = checkpoint.total_epochs(epochs) if checkpoint else epochs
-    history, window = History(), _Window(strategy, log_every or DEFAULT_LOG_EVERY, progress)
+    window_steps = log_every or DEFAULT_LOG_EVERY
+    history, window = History(), _Window(strategy, window_steps, progress, guard)
     steps = num_batches(len(x), batch_size, drop_last)
     if lr_schedule is not None:
         lr_schedule.span(epochs * (steps if lr_schedule.per == "step" else 1))
@@ -87,10 +109,15 @@ def fit(model, x: np.ndarray, y: np.ndarray, *, epochs: int = 1, batch_size: int
             batches = list(global_batches(sampler.epoch_order(progress.epoch), batch_size, drop_last))
             for batch in batches[progress.batch:]:
                 strategy.comm.note_step(progress.step + 1)
+                guard.before_step(model)
                 part = strategy.train_step(model, x, y, batch, accumulation_steps)
-                progress.epoch_tally += part
                 progress.batch += 1
                 progress.step += 1
+                agree_now = strategy.lockstep or progress.step % window_steps == 0 or _saves_now(
+                    checkpoint, progress.step)
+                if not guard.after_step(model, part, progress.step, agree_now):
+                    part = np.zeros(3)
+                progress.epoch_tally += part
                 _advance_schedule(lr_schedule, "step")
                 if ticker:
                     ticker.add(part, progress.step, callbacks)
@@ -98,6 +125,7 @@ def fit(model, x: np.ndarray, y: np.ndarray, *, epochs: int = 1, batch_size: int
                     break
                 if checkpoint:
                     checkpoint.after_step(model, strategy, progress, progress.batch == len(batches))
+            guard.settle(model, progress.step)
             _end_epoch(model, strategy, progress, validation_data, batch_size, history, callbacks)
             _advance_schedule(lr_schedule, "epoch")
             _agreed_stop(model, strategy)
@@ -110,6 +138,18 @@ def fit(model, x: np.ndarray, y: np.ndarray, *, epochs: int = 1, batch_size: int
             checkpoint.stop()
     strategy.finish(model)
     return history
+
+
+def _saves_now(checkpoint: Checkpointing | None, step: int) -> bool:
+    return bool(checkpoint and checkpoint.every and step % checkpoint.every == 0)
+
+
+def _run_dir(checkpoint: Checkpointing | None, callbacks: list[Callback] | None) -> Path | None:
+    """The run's folder, for the heartbeat records: the checkpoints' or the metrics log's."""
+    if checkpoint is not None:
+        return Path(checkpoint.directory)
+    logs = [c.path for c in callbacks or [] if isinstance(c, MetricsLog)]
+    return logs[0].parent if logs else None
 
 
 def _attach_schedule(model, schedule: Schedule | None) -> None:
@@ -181,8 +221,8 @@ class _Window:
     checkpoint saves it, so a resumed run completes the window it was in); the wall and
     communication time, and the samples they cover, count from this run's start."""
 
-    def __init__(self, strategy, log_every: int, progress: Progress) -> None:
-        self.strategy, self.log_every = strategy, log_every
+    def __init__(self, strategy, log_every: int, progress: Progress, guard: NonFiniteGuard) -> None:
+        self.strategy, self.log_every, self.guard = strategy, log_every, guard
         self._start_timing(progress)
 
     def _start_timing(self, progress: Progress) -> None:
@@ -196,6 +236,7 @@ class _Window:
             return False
         record = _step_record(self.strategy, progress, self.untimed_samples, self.start,
                               self.comm_start)
+        record.update(self.guard.metrics())
         for callback in callbacks:
             callback.on_step_end(record)
         progress.window_tally, progress.window_first = np.zeros(3), progress.step + 1
@@ -203,14 +244,24 @@ class _Window:
         return True
 
 
-def evaluate(model, x: np.ndarray, y: np.ndarray, batch_size: int = 1024,
-             strategy: Any = None) -> float | tuple[float, float]:
-    """Loss (and accuracy if compiled) over (x, y), every sample counted exactly once across ranks."""
-    _require_compiled(model)
-    x, y = _checked_xy(model, x, y)
+def evaluate(model, x: np.ndarray, y: np.ndarray, batch_size: int = 1024, strategy: Any = None,
+             watchdog: float | None = DEFAULT_WATCHDOG_SECONDS) -> float | tuple[float, float]:
+    """Loss (and accuracy if compiled) over (x, y), every sample counted exactly once across
+    ranks; checked and agreed on every rank first, as in :func:`fit`."""
     strategy = strategy or _default_strategy()
-    loss, accuracy = summarize(strategy.reduce_sum(strategy.evaluate_tally(model, x, y, batch_size)))
+    with strategy.comm.watching(watchdog):
+        x, y = agree(strategy.comm, lambda: _checked_evaluation(model, x, y, batch_size),
+                     "arguments to evaluate")
+        tally = strategy.evaluate_tally(model, x, y, batch_size)
+        loss, accuracy = summarize(strategy.reduce_sum(tally))
     return (loss, accuracy) if model.metrics else loss
+
+
+def _checked_evaluation(model, x, y, batch_size):
+    _require_compiled(model)
+    _require_count("batch_size", batch_size)
+    x, y = _checked_xy(model, x, y)
+    return (x, y), {"x": fingerprint(x), "y": fingerprint(y), "batch_size": batch_size}
 
 
 def _epoch_values(model, strategy, tally, validation_data,
@@ -253,25 +304,32 @@ def _require_compiled(model) -> None:
         raise ConfigError("the model is not compiled: call model.compile(optimizer=..., loss=...) first")
 
 
-def _checked_xy(model, x, y) -> tuple[np.ndarray, np.ndarray]:
+def _checked_xy(model, x, y, name: str = "x", y_name: str = "y") -> tuple[np.ndarray, np.ndarray]:
     x, y = np.asarray(x), np.asarray(y)
     if x.ndim != 2:
-        raise ConfigError(f"x must be 2-D (samples, features), got shape {x.shape}")
-    model.build(x.shape[1])
+        raise ConfigError(f"{name} must be 2-D (samples, features), got shape {x.shape}")
+    if model.built:
+        check_features(x, model.input_dim, name)
+    else:
+        model.build(x.shape[1])
     sparse = isinstance(model.head.loss, CrossEntropyLoss) and y.ndim == 1
-    check_xy(x, y, n_classes=model.output_dim if sparse else None)
+    check_xy(x, y, model.output_dim if sparse else None, name, y_name)
     return x, y
 
 
-def _checked_inputs(model, x, y, epochs, batch_size, validation_data, validation_split,
-                    accumulation_steps):
-    """Every check runs before any collective, on every rank alike."""
+def _require_count(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+    require_positive(name, int(value))
+
+
+def _checked_inputs(model, x, y, validation_data, validation_split, settings: dict[str, Any]):
+    """This rank's checks of fit's arguments: the arrays, and the facts about them and the
+    settings that must be the same on every rank (see :func:`~mpinn.parallel.agreement.agree`)."""
     _require_compiled(model)
-    for name, value in (("epochs", epochs), ("batch_size", batch_size),
-                        ("accumulation_steps", accumulation_steps)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-            raise ConfigError(f"{name} must be a positive integer, got {value!r}")
-        require_positive(name, int(value))
+    for name in ("epochs", "batch_size", "accumulation_steps"):
+        _require_count(name, settings[name])
+    batch_size = settings["batch_size"]
     if not 0.0 <= validation_split < 1.0:
         raise ConfigError(f"validation_split must lie in [0, 1), got {validation_split!r}")
     x, y = _checked_xy(model, x, y)
@@ -279,7 +337,13 @@ def _checked_inputs(model, x, y, epochs, batch_size, validation_data, validation
         cut = len(x) - int(len(x) * validation_split)
         x, y, validation_data = x[:cut], y[:cut], (x[cut:], y[cut:])
     if validation_data is not None:
-        validation_data = _checked_xy(model, *validation_data)
+        if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
+            raise ConfigError("validation_data must be a pair (x_val, y_val)")
+        validation_data = _checked_xy(model, *validation_data, "validation x", "validation y")
     if len(x) == 0:
         raise ConfigError("no training samples")
-    return x, y, validation_data
+    check_steps(len(x), batch_size, settings["drop_last"])
+    facts = {"x": fingerprint(x), "y": fingerprint(y), **settings}
+    if validation_data is not None:
+        facts["validation"] = [fingerprint(a) for a in validation_data]
+    return (x, y, validation_data), facts

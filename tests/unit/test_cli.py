@@ -52,7 +52,7 @@ def test_toml_config_and_flags(tmp_path):
 
 @pytest.mark.parametrize("args, message", [
     (["train", "--epochs", "0"], "epochs must be a positive integer"),
-    (["train", "--lr", "-1"], "lr must be a positive number"),
+    (["train", "--lr", "-1"], "lr must be a positive finite number"),
     (["train", "--batch-size", "abc"], "argument --batch-size: invalid int value: 'abc'"),
     (["train", "--learning-rate", "0.1"], "unrecognized arguments"),
     (["train", "--dataset", "nosuch"], "unknown dataset 'nosuch'"),
@@ -61,7 +61,7 @@ def test_toml_config_and_flags(tmp_path):
     (["evaluate", "--model", "missing.npz"], "cannot read model file missing.npz"),
     (["train", "--deterministic", "--strategy", "pipeline"], "--deterministic covers --strategy data and zero"),
     (["train", "--resume", "auto"], "resume auto needs a checkpoint directory"),
-    (["train", "--watchdog", "0"], "watchdog must be a positive number of seconds"),
+    (["train", "--watchdog", "-1"], "watchdog must be a number of seconds >= 0 (0: off)"),
     (["train", "--group-size", "0"], "--group-size must be a positive integer"),
     (["export", "--model", "missing.npz", "--output", "w.safetensors"], "cannot read model file missing.npz"),
 ])

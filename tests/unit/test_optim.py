@@ -204,10 +204,12 @@ def test_defaults_follow_torch():
 
 
 @pytest.mark.parametrize("make, message", [
-    (lambda: SGD(lr=0), "lr must be a positive number"),
+    (lambda: SGD(lr=0), "lr must be a positive finite number"),
+    (lambda: Adam(lr=float("inf")), "lr must be a positive finite number, got inf"),
+    (lambda: AdamW(weight_decay=float("nan")), "weight_decay must be a finite number >= 0, got nan"),
     (lambda: SGD(lr=0.1, nesterov=True), "nesterov needs momentum > 0"),
     (lambda: Adam(betas=(0.9, 1.0)), "betas\\[1\\] must lie in"),
-    (lambda: Adam(weight_decay=-1), "weight_decay must be >= 0"),
+    (lambda: Adam(weight_decay=-1), "weight_decay must be a finite number >= 0"),
     (lambda: Adam(momentum=0.9), "Adam has no setting 'momentum'; its settings are: lr, betas"),
     (lambda: get_optimizer("adagrad"), "unknown optimizer 'adagrad'; choose one of: adam, adamw"),
     (lambda: SGD().step(np.zeros(3), np.zeros(2)), "differ in shape"),

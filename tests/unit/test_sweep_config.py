@@ -35,7 +35,7 @@ def test_every_combination_is_one_configuration_in_order():
     ({"lr": [0.1]}, {"ranks": 2}, "unknown sweep option 'ranks'; valid keys: ranks_per_config"),
     ({"dataset": ["xor"]}, {}, "'dataset' cannot be varied"),
     ({"lr": []}, {}, "must be a non-empty list"),
-    ({"lr": [-1]}, {}, "lr must be a positive number"),
+    ({"lr": [-1]}, {}, "lr must be a positive finite number"),
     ({"lr": [0.1]}, {"validation_split": 0.2}, "unknown sweep option 'validation_split'"),
     ({"lr": [0.1]}, {"ranks_per_config": 0}, "ranks_per_config must be a positive integer"),
 ])
