@@ -137,7 +137,7 @@ def run_plan(args: argparse.Namespace) -> int:
     if not (math.isfinite(args.bucket_mb) and args.bucket_mb > 0):
         raise ConfigError(f"--bucket-mb must be a positive finite number, got {args.bucket_mb}")
     if args.batch < 1:
-        raise ConfigError(f"--batch must be a positive integer, got {args.batch}")
+        raise ConfigError(f"--batch-size must be a positive integer, got {args.batch}")
     for flag, path in (("--json", args.json), ("--plot", args.plot)):
         if path:
             check_output_file(path, flag)
