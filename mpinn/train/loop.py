@@ -25,6 +25,7 @@ from mpinn.train.callbacks import Callback, MetricsLog, ProgressLogger, default_
 from mpinn.train.checkpoint import Progress
 from mpinn.train.checkpointing import Checkpointing
 from mpinn.train.metrics import summarize
+from mpinn.train.monitors import TerminateOnNaN
 from mpinn.train.nonfinite import NonFiniteGuard
 from mpinn.train.progress import ProgressTicker
 
@@ -76,7 +77,8 @@ def fit(model, x: np.ndarray, y: np.ndarray, *, epochs: int = 1, batch_size: int
         x, y, validation_data = agree(strategy.comm, lambda: _checked_inputs(
             model, x, y, validation_data, validation_split, settings), "arguments to fit")
         _attach_schedule(model, lr_schedule)
-        guard = NonFiniteGuard(on_nonfinite, strategy)
+        guard = NonFiniteGuard(on_nonfinite, strategy, keras_stop=any(
+            isinstance(c, TerminateOnNaN) for c in callbacks or []))
         strategy.setup(model)
         return _train(model, x, y, epochs, batch_size, validation_data, shuffle, drop_last,
                       accumulation_steps, strategy, callbacks, verbose, log_every, checkpoint,
@@ -121,6 +123,8 @@ def _train(model, x, y, epochs, batch_size, validation_data, shuffle, drop_last,
                 _advance_schedule(lr_schedule, "step")
                 if ticker:
                     ticker.add(part, progress.step, callbacks)
+                if guard.diverged:  # TerminateOnNaN: stop as Keras does, writing nothing more
+                    break
                 if window.add(part, progress, callbacks) and _agreed_stop(model, strategy):
                     break
                 if checkpoint:
@@ -129,7 +133,7 @@ def _train(model, x, y, epochs, batch_size, validation_data, shuffle, drop_last,
             _end_epoch(model, strategy, progress, validation_data, batch_size, history, callbacks)
             _advance_schedule(lr_schedule, "epoch")
             _agreed_stop(model, strategy)
-            if checkpoint:
+            if checkpoint and not guard.diverged:
                 checkpoint.save(model, strategy, progress)
         for callback in callbacks:
             callback.on_train_end({})

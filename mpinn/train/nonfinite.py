@@ -6,7 +6,9 @@ NaN or an infinity anywhere makes it non-finite), and the ranks agree in one sma
 so all of them act alike. ``"stop"`` (the default) raises :class:`~mpinn.errors.Diverged`
 naming the step, before anything of that step is written. ``"skip"`` restores what the step
 changed, as a mixed-precision loss scaler skips an overflowing step, counts it, and still
-stops after ``limit`` skipped steps in a row.
+stops after ``limit`` skipped steps in a row. With Keras' ``TerminateOnNaN`` among the
+callbacks, ``"stop"`` follows Keras instead: ``model.stop_training`` is set and ``fit``
+returns, still writing nothing from the bad step on (``diverged`` tells the loop).
 """
 
 from __future__ import annotations
@@ -24,14 +26,15 @@ SKIP_LIMIT = 10
 class NonFiniteGuard:
     """Checks every step of one ``fit``; ``skipped`` counts the steps skipped so far."""
 
-    def __init__(self, mode: str, strategy, limit: int = SKIP_LIMIT) -> None:
+    def __init__(self, mode: str, strategy, limit: int = SKIP_LIMIT, keras_stop: bool = False) -> None:
         if mode not in NONFINITE_MODES:
             raise ConfigError(f"unknown on_nonfinite {mode!r}; choose one of: {', '.join(NONFINITE_MODES)}")
         if mode == "skip" and not strategy.lockstep:
             raise ConfigError("on_nonfinite skip needs every rank in step; asynchronous servers "
                               "apply steps on their own: use on_nonfinite stop with this strategy")
-        self.mode, self.strategy, self.limit = mode, strategy, limit
+        self.mode, self.strategy, self.limit, self.keras_stop = mode, strategy, limit, keras_stop
         self.skipped = self.in_a_row = 0
+        self.diverged = False
         self._pending = False  # a local verdict not yet shared (strategies that are not lockstep)
         self._saved = None
 
@@ -54,6 +57,9 @@ class NonFiniteGuard:
         self._pending = False
         if not bad:
             self.in_a_row = 0
+            return True
+        if self.mode == "stop" and self.keras_stop:
+            self.diverged = model.stop_training = True
             return True
         if self.mode == "stop":
             raise Diverged(f"training diverged at step {step}: the loss or a gradient is NaN or "

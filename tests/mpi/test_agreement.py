@@ -96,3 +96,18 @@ def test_ten_skipped_steps_in_a_row_stop(comm):
     with pytest.raises(Diverged, match="10 steps in a row up to step 12"):
         make_model().fit(X, Y, epochs=3, batch_size=8, strategy=PoisonStep(DataParallel(comm), range(3, 30)),
                          verbose=0, on_nonfinite="skip")
+
+
+def test_terminate_on_nan_stops_as_keras_does_and_saves_nothing_non_finite(comm, tmp_path):
+    from mpinn.callbacks import TerminateOnNaN
+    from mpinn.train.checkpoint import list_checkpoints, read_checkpoint
+    from mpinn.train.checkpointing import Checkpointing
+
+    folder = comm.bcast_obj(str(tmp_path) if comm.is_root else None)
+    model = make_model()
+    model.fit(X, Y, epochs=2, batch_size=8, strategy=PoisonStep(DataParallel(comm), {3}), verbose=0,
+              callbacks=[TerminateOnNaN()], checkpoint=Checkpointing(folder, every=1, keep=10))
+    assert model.stop_training
+    saved = [read_checkpoint(path) for path in list_checkpoints(folder)]
+    assert sorted(c.progress.step for c in saved) == [1, 2]
+    assert all(np.isfinite(c.params).all() for c in saved)
