@@ -337,13 +337,13 @@ def _checked_inputs(model, x, y, validation_data, validation_split, settings: di
     if not 0.0 <= validation_split < 1.0:
         raise ConfigError(f"validation_split must lie in [0, 1), got {validation_split!r}")
     x, y = _checked_xy(model, x, y)
-    if validation_split and validation_data is None:
-        cut = len(x) - int(len(x) * validation_split)
-        x, y, validation_data = x[:cut], y[:cut], (x[cut:], y[cut:])
     if validation_data is not None:
         if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
             raise ConfigError("validation_data must be a pair (x_val, y_val)")
         validation_data = _checked_xy(model, *validation_data, "validation x", "validation y")
+    elif validation_split:  # rows of the checked x (none when the split rounds to zero)
+        cut = len(x) - int(len(x) * validation_split)
+        x, y, validation_data = x[:cut], y[:cut], (x[cut:], y[cut:])
     if len(x) == 0:
         raise ConfigError("no training samples")
     check_steps(len(x), batch_size, settings["drop_last"])
