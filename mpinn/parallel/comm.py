@@ -81,6 +81,7 @@ class Communicator:
         self.size = mpi_comm.Get_size()
         self.is_root = self.rank == 0
         self.shared = shared or _Shared(watchdog)
+        self._padded: np.ndarray | None = None  # Allgatherv's scratch for unequal blocks
 
     @property
     def watchdog(self) -> Watchdog | None:
@@ -222,10 +223,31 @@ class Communicator:
     @watched
     def Allgatherv(self, buf: np.ndarray, counts: list[int]) -> np.ndarray:
         """In place: rank r's block of ``buf`` (``counts[r]`` elements, blocks in rank order)
-        goes to every rank; returns ``buf``."""
-        if self.size > 1:
-            self.mpi.Allgatherv(MPI.IN_PLACE, [buf, (counts, displacements(counts))])
+        goes to every rank; returns ``buf``.
+
+        Done as an Allgather of equal blocks: MPICH 5's default MPI_Allgatherv algorithm for
+        large buffers (ring) ran 30-40x slower than MPI_Allgather of the same bytes here
+        (2.9M floats at 2 ranks: 443 ms against 12 ms). Unequal blocks go through a padded
+        scratch buffer, kept for the next call."""
+        if self.size == 1:
+            return buf
+        width = max(counts)
+        if all(count == width for count in counts):
+            self.mpi.Allgather(MPI.IN_PLACE, buf[:width * self.size])
+            return buf
+        padded = self._scratch(width * self.size, buf.dtype)
+        starts = displacements(counts)
+        lo = starts[self.rank]
+        padded[self.rank * width:self.rank * width + counts[self.rank]] = buf[lo:lo + counts[self.rank]]
+        self.mpi.Allgather(MPI.IN_PLACE, padded)
+        for rank, (start, count) in enumerate(zip(starts, counts)):
+            buf[start:start + count] = padded[rank * width:rank * width + count]
         return buf
+
+    def _scratch(self, size: int, dtype: np.dtype) -> np.ndarray:
+        if self._padded is None or self._padded.size != size or self._padded.dtype != dtype:
+            self._padded = np.empty(size, dtype)
+        return self._padded
 
     @watched
     def Gatherv(self, sendbuf: np.ndarray, counts: list[int], root: int = 0) -> np.ndarray | None:
