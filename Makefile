@@ -54,11 +54,14 @@ test-cluster: $(VENV)/.installed
 test-readme-slow: $(VENV)/.installed
 	MPINN_README_SLOW=1 $(BIN)/python -m pytest tests/unit/test_readme.py -q -p no:cacheprovider
 
+# The README's speed tables, on this machine's native BLAS kernel (the scripts drop
+# OPENBLAS_CORETYPE/OPENBLAS_L2_SIZE for the processes they time), into runs/bench/.
 # PyTorch, the optional peer in the tables: $(BIN)/pip install torch==2.13.0
 bench: $(VENV)/.installed
-	$(BIN)/pip install --quiet -e ".[plot]"
+	$(BIN)/pip install --quiet -e ".[bench]"
 	$(BIN)/python bench/single_process.py
 	$(BIN)/python bench/scaling.py
+	$(BIN)/python bench/deterministic.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -1,11 +1,11 @@
 """Pipeline and tensor parallelism measured: bubble, parameter bytes per rank, activation memory
 of 1F1B vs GPipe, and step time beside data parallelism on the same model and ranks.
 
-    .venv/bin/python bench/model_parallel.py [--ranks 2] [--steps 8]
+    .venv/bin/python bench/model_parallel.py [--ranks 2] [--steps 8] [--output runs/bench]
 
 Launches bench/model_parallel_worker.py under mpiexec -n RANKS (model: 4 hidden Dense layers
 of width 512 with ReLU, 10-way softmax; SGD; float32; global batch 512; one BLAS thread per
-rank) and writes bench/results/model_parallel_n{RANKS}.json. With more ranks than cores the
+rank) and writes model_parallel_n{RANKS}.json. With more ranks than cores the
 times are not meaningful; the byte counts and in-flight counts still are.
 """
 
@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import launch_worker, markdown_table, write_json  # noqa: E402
+from common import add_output_argument, launch_worker, markdown_table, write_json  # noqa: E402
 
 WORKER = Path(__file__).resolve().parent / "model_parallel_worker.py"
 
@@ -55,10 +55,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ranks", type=int, default=2)
     parser.add_argument("--steps", type=int, default=8)
+    add_output_argument(parser)
     args = parser.parse_args()
     result = launch(args.ranks, args.steps)
     print(tables(result))
-    path = write_json(f"model_parallel_n{args.ranks}", result)
+    path = write_json(f"model_parallel_n{args.ranks}", result, args.output)
     print(f"\nwritten {path}")
 
 

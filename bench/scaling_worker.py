@@ -1,11 +1,19 @@
 """One measurement under mpiexec (started by bench/scaling.py): prints one JSON line on rank 0.
 
     mpiexec -n P python bench/scaling_worker.py train --batch-per-rank 512 | --global-batch 512
+    mpiexec -n P python bench/scaling_worker.py ceiling --batch-per-rank 512 | --global-batch 512
     mpiexec -n P python bench/scaling_worker.py torch-ddp --batch-per-rank 512
     mpiexec -n P python bench/scaling_worker.py allreduce
+    mpiexec -n 2 python bench/scaling_worker.py p2p
+
+``ceiling``: every rank runs the same local steps as ``train`` with no communication (its own
+one-rank model), the compute-only ceiling of P processes on this machine. ``p2p``: the
+point-to-point bandwidth between ranks 0 and 1 (ping-pong of the gradient buffer's size).
+``train --sha`` also prints the SHA-256 of the parameters after the steps.
 """
 
 import argparse
+import hashlib
 import json
 import os
 import statistics
@@ -14,7 +22,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import common  # noqa: E402,F401  (sets one BLAS thread per rank)
+import common  # noqa: E402,F401  (native BLAS kernel, one thread per rank)
 
 import numpy as np  # noqa: E402
 from mpi4py import MPI  # noqa: E402
@@ -61,8 +69,47 @@ def train(args, comm) -> dict:
     times = timed_steps(lambda: strategy.train_step(model, x, y, batch), args.steps, comm)
     comm_per_step = (strategy.comm_seconds - comm_before) / args.steps
     step = statistics.median(times)
-    return {"step_s": step, "comm_s": comm_per_step, "compute_s": step - comm_per_step,
-            "global_batch": global_batch, "samples_per_s": global_batch / step}
+    result = {"step_s": step, "comm_s": comm_per_step, "compute_s": step - comm_per_step,
+              "global_batch": global_batch, "samples_per_s": global_batch / step}
+    if args.sha:
+        result["sha256"] = hashlib.sha256(model.params.tobytes()).hexdigest()
+    return result
+
+
+def ceiling(args, comm) -> dict:
+    """The same local work as ``train`` on every rank, without communicating: each rank steps
+    its own one-rank model on its share of rows. The slowest rank's median step counts."""
+    rows = args.global_batch // comm.size if args.global_batch else args.batch_per_rank
+    model = mpinn_model()
+    strategy = DataParallel(Communicator.local())
+    strategy.setup(model)
+    rng = np.random.default_rng(comm.rank)
+    x = rng.random((rows, WIDTHS[0]), dtype=np.float32)
+    y = rng.integers(0, WIDTHS[-1], size=rows)
+    batch = np.arange(rows)
+    for _ in range(args.warmup):
+        strategy.train_step(model, x, y, batch)
+    times = timed_steps(lambda: strategy.train_step(model, x, y, batch), args.steps, comm)
+    step = comm.allreduce(statistics.median(times), op=MPI.MAX)
+    return {"step_s": step, "rows_per_rank": rows, "samples_per_s": rows * comm.size / step}
+
+
+def p2p(args, comm) -> dict:
+    """One-way time and bandwidth of a message of the gradient buffer's size, rank 0 to 1."""
+    buf = np.ones_like(mpinn_model().grads)
+    times = []
+    for _ in range(args.steps):
+        comm.Barrier()
+        start = time.perf_counter()
+        if comm.rank == 0:
+            comm.Send(buf, dest=1)
+            comm.Recv(buf, source=1)
+        elif comm.rank == 1:
+            comm.Recv(buf, source=0)
+            comm.Send(buf, dest=0)
+        times.append(time.perf_counter() - start)
+    one_way = statistics.median(times) / 2
+    return {"bytes": buf.nbytes, "one_way_s": one_way, "bytes_per_s": buf.nbytes / one_way}
 
 
 def torch_ddp(args, comm) -> dict:
@@ -121,7 +168,7 @@ def allreduce(args, comm) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("mode", choices=["train", "torch-ddp", "allreduce"])
+    parser.add_argument("mode", choices=["train", "ceiling", "torch-ddp", "allreduce", "p2p"])
     parser.add_argument("--batch-per-rank", type=int, default=512)
     parser.add_argument("--global-batch", type=int, default=0)
     parser.add_argument("--steps", type=int, default=10)
@@ -130,9 +177,11 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=29517)
     parser.add_argument("--deterministic", action="store_true", help="train: exact sums mode")
     parser.add_argument("--group-size", type=int, default=128, help="train: deterministic groups")
+    parser.add_argument("--sha", action="store_true", help="train: print the parameters' SHA-256")
     args = parser.parse_args()
     comm = MPI.COMM_WORLD
-    result = {"train": train, "torch-ddp": torch_ddp, "allreduce": allreduce}[args.mode](args, comm)
+    modes = {"train": train, "ceiling": ceiling, "torch-ddp": torch_ddp, "allreduce": allreduce, "p2p": p2p}
+    result = modes[args.mode](args, comm)
     if comm.rank == 0:
         print(json.dumps({"mode": args.mode, "ranks": comm.size, **result}), flush=True)
 

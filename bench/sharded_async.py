@@ -1,13 +1,13 @@
 """ZeRO memory per rank vs plain data parallelism; throughput and time-to-accuracy of
 synchronous, asynchronous (staleness 1, 4, 16) and local-SGD training with one worker slowed.
 
-    .venv/bin/python bench/sharded_async.py [--delay-ms 5] [--max-ranks 4] [--epochs 10]
+    .venv/bin/python bench/sharded_async.py [--delay-ms 5] [--max-ranks 4] [--epochs 10] [--output runs/bench]
 
 Training: digits, 64-64-10, Adam(lr=0.003), global batch 32, with two workers: sync and
 local SGD on 2 ranks, async on 3 (rank 0 is the server). The first worker sleeps
 ``--delay-ms`` before each of its steps (0 and the given delay are both run). Memory:
 784-2048-2048-10 (5.8 M parameters, Adam) at 1, 2, 4 ranks. Writes
-bench/results/sharded_async.json and prints markdown tables.
+sharded_async.json and prints markdown tables.
 """
 
 import argparse
@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import launch_worker, markdown_table, write_json  # noqa: E402
+from common import add_output_argument, launch_worker, markdown_table, write_json  # noqa: E402
 
 WORKER = Path(__file__).resolve().parent / "sharded_async_worker.py"
 MB = 2**20
@@ -53,6 +53,7 @@ def main() -> None:
     parser.add_argument("--delay-ms", type=float, default=5.0)
     parser.add_argument("--max-ranks", type=int, default=4)
     parser.add_argument("--epochs", type=int, default=10)
+    add_output_argument(parser)
     args = parser.parse_args()
     memory = memory_runs(args)
     print(markdown_table(
@@ -67,7 +68,8 @@ def main() -> None:
         [[t["label"], t["ranks"], f"{t['delay_ms']:g}", f"{t['samples_per_s']:.0f}",
           "-" if t["time_to_target_s"] is None else f"{t['time_to_target_s']:.2f}",
           f"{t['final_accuracy']:.3f}"] for t in training]))
-    path = write_json("sharded_async", {"delay_ms": args.delay_ms, "memory": memory, "training": training})
+    path = write_json("sharded_async", {"delay_ms": args.delay_ms, "memory": memory, "training": training},
+                      args.output)
     print(f"\nwritten {path}")
 
 

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import common  # noqa: E402,F401  (sets one BLAS thread per rank)
+import common  # noqa: E402,F401  (native BLAS kernel, one thread per rank)
 
 import numpy as np  # noqa: E402
 

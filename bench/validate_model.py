@@ -1,14 +1,14 @@
 """Predicted vs measured step time of every strategy importable here, at 1, 2 and 4 ranks.
 
-    .venv/bin/python bench/validate_model.py [--ranks 1,2,4] [--batch 512] [--steps 8]
+    .venv/bin/python bench/validate_model.py [--ranks 1,2,4] [--batch 512] [--steps 8] [--output runs/bench]
 
 For each rank count P, in each of --rounds rounds: ``mpiexec -n P mpinn calibrate`` writes
-bench/results/profile_nP_roundR.json (calibrated under the same placement as the runs, so a
+OUTPUT/profile_nP_roundR.json (calibrated under the same placement as the runs, so a
 machine with fewer cores than P is measured oversubscribed, as it runs), mpinn.plan predicts
 each layout from it, and bench/validate_worker.py times the real strategy of that layout
 (median of --steps steps). On a shared machine other people's load only ever slows a
 calibration or a run, so both sides take the fastest of the rounds. Strategies whose code is
-not in the tree are skipped and listed. Writes bench/results/validate_model.json.
+not in the tree are skipped and listed. Writes OUTPUT/validate_model.json.
 """
 
 import argparse
@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, markdown_table, write_json  # noqa: E402
+from common import add_output_argument, bench_env, markdown_table, output_folder, write_json  # noqa: E402
 
 from mpinn.plan.layouts import Layout  # noqa: E402
 from mpinn.plan.predict import predict_layout  # noqa: E402
@@ -29,14 +29,13 @@ from mpinn.plan.profile import load_profile  # noqa: E402
 from mpinn.plan.workload import ModelSpec, parse_widths  # noqa: E402
 
 WORKER = Path(__file__).resolve().parent / "validate_worker.py"
-ENV = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
 STRATEGY_MODULES = {"zero": "mpinn.parallel.zero", "pipeline": "mpinn.parallel.model_parallel",
                     "tensor": "mpinn.parallel.model_parallel", "grid": "mpinn.parallel.model_parallel"}
 
 
 def mpiexec(ranks: int, *args) -> str:
     command = [str(Path(sys.executable).parent / "mpiexec"), "-n", str(ranks), *map(str, args)]
-    run = subprocess.run(command, capture_output=True, text=True, timeout=600, env=ENV)
+    run = subprocess.run(command, capture_output=True, text=True, timeout=600, env=bench_env())
     if run.returncode:
         raise RuntimeError(run.stderr.strip().splitlines()[-1] if run.stderr.strip() else "failed")
     return run.stdout
@@ -77,7 +76,7 @@ def wait_for_quiet(limit: float, patience_s: float) -> None:
 def one_round(ranks: int, layouts: list[Layout], spec: ModelSpec, args, round_: int) -> dict:
     """Calibrate, then predict and measure every layout once: {layout: (predicted, measured)}."""
     wait_for_quiet(args.quiet_load, args.patience)
-    profile_path = RESULTS / f"profile_n{ranks}_round{round_}.json"
+    profile_path = output_folder(args.output) / f"profile_n{ranks}_round{round_}.json"
     mpiexec(ranks, sys.executable, "-m", "mpinn", "calibrate", "--model", args.model,
             "--output", profile_path)
     profile = load_profile(profile_path)
@@ -138,6 +137,7 @@ def main() -> None:
     parser.add_argument("--quiet-load", type=float, default=1.0,
                         help="wait for the load average to fall below this before each rank count")
     parser.add_argument("--patience", type=float, default=300, help="seconds to wait for that at most")
+    add_output_argument(parser)
     args = parser.parse_args()
     spec = ModelSpec(parse_widths(args.model))
     rows, skipped = [], set()
@@ -152,7 +152,7 @@ def main() -> None:
     print(f"\nstrategies measured: {', '.join(measured)}"
           + (f"; not in this tree (skipped): {', '.join(sorted(skipped))}" if skipped else ""))
     path = write_json("validate_model", {"model": args.model, "batch": args.batch, "rows": rows,
-                                         "measured": measured, "skipped": sorted(skipped)})
+                                         "measured": measured, "skipped": sorted(skipped)}, args.output)
     print(f"written {path}")
 
 

@@ -16,6 +16,12 @@ from mpinn.errors import ConfigError, unknown_name
 from mpinn.nn.init import get_initializer
 
 
+def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """Every Dense product goes through here, so a benchmark can time the products of a step
+    apart from the rest (bench/single_process.py)."""
+    return np.matmul(a, b, out=out)
+
+
 class Layer:
     """Base class: a layer without parameters that passes its input through."""
 
@@ -53,6 +59,14 @@ class Layer:
     def backward(self, dout: np.ndarray, need_input_grad: bool = True,
                  inplace: bool = False) -> np.ndarray | None:
         return dout
+
+    def input_grad(self, dout: np.ndarray, inplace: bool = False) -> np.ndarray:
+        """d loss / d input of the last forward, leaving the parameter gradients alone."""
+        return self.backward(dout, need_input_grad=True, inplace=inplace)
+
+    def param_grads(self, dout: np.ndarray, rows: slice) -> None:
+        """Write (not add) into the gradient views the parameter gradients that rows ``rows``
+        of the last forward give on their own (deterministic mode sums them per group)."""
 
     def get_config(self) -> dict[str, Any]:
         return {"type": type(self).__name__}
@@ -114,7 +128,7 @@ class Dense(Layer):
 
     def forward(self, x: np.ndarray, training: bool = True, inplace: bool = False) -> np.ndarray:
         self._x = x
-        y = x @ self.W
+        y = matmul(x, self.W)
         if self.b is not None:
             y += self.b
         return y
@@ -122,15 +136,22 @@ class Dense(Layer):
     def backward(self, dout: np.ndarray, need_input_grad: bool = True,
                  inplace: bool = False) -> np.ndarray | None:
         if self._grads_zero:  # write straight into the cleared buffer: no temporary
-            np.matmul(self._x.T, dout, out=self.dW)
-            if self.db is not None:
-                np.add.reduce(dout, axis=0, out=self.db)
+            self.param_grads(dout, slice(None))
         else:
-            self.dW += self._x.T @ dout
+            self.dW += matmul(self._x.T, dout)
             if self.db is not None:
                 self.db += dout.sum(axis=0)
         self._grads_zero = False
-        return dout @ self.W.T if need_input_grad else None
+        return self.input_grad(dout) if need_input_grad else None
+
+    def input_grad(self, dout: np.ndarray, inplace: bool = False) -> np.ndarray:
+        return matmul(dout, self.W.T)
+
+    def param_grads(self, dout: np.ndarray, rows: slice) -> None:
+        matmul(self._x[rows].T, dout[rows], out=self.dW)
+        if self.db is not None:
+            np.add.reduce(dout[rows], axis=0, out=self.db)
+        self._grads_zero = False
 
     def get_config(self) -> dict[str, Any]:
         return {"type": "Dense", "units": self.units, "input_dim": self.input_dim,

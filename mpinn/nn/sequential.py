@@ -203,6 +203,24 @@ class Sequential:
                 on_grads_ready(self.layer_offsets[i])
         return d
 
+    def backward_by_rows(self, dout: np.ndarray, rows: list[slice],
+                         on_layer_grads: Callable[[int, int], None]) -> None:
+        """Back-propagate ``dout`` like ``backward(dout, need_input_grad=False)``, but with each
+        parameter layer's gradient cut by rows: for each ``rows[k]`` the layer's gradient from
+        those rows alone is written over its part of ``grads`` (``layer_offsets[i]`` on), then
+        ``on_layer_grads(i, k)`` must take it before the next part overwrites it. Input
+        gradients still run on all rows at once. Deterministic mode sums the parts exactly."""
+        d = dout
+        first_param = self.param_layers[0] if self.param_layers else len(self.layers)
+        for i in range(self._stop - 1, first_param - 1, -1):
+            layer = self.layers[i]
+            if i in self.param_layers:
+                for k, part in enumerate(rows):
+                    layer.param_grads(d, part)
+                    on_layer_grads(i, k)
+            if i > first_param:
+                d = layer.input_grad(d, inplace=d is not dout)
+
     @property
     def num_params(self) -> int:
         return self.params.size

@@ -72,7 +72,8 @@ class DataParallel(Strategy):
         """In deterministic mode every group is its own micro-batch, so ``accumulation_steps``
         changes nothing there."""
         if self.exact:
-            tally = self.exact.accumulate(model, x, y, batch)
+            self.begin_step()
+            tally = self.exact.accumulate(model, x, y, batch, self.exact_reducer())
             self.reduce_exact(model)
             self.apply_update(model)
             return tally
@@ -86,12 +87,34 @@ class DataParallel(Strategy):
         self.apply_update(model)
         return tally
 
+    def exact_reducer(self):
+        """Deterministic mode: who reduces each layer's grid sums as soon as they are final
+        (self, overlapping backward), or None to reduce them all in ``reduce_exact``."""
+        return self if self.overlap and self.comm.size > 1 else None
+
+    def start_reduction(self, lo: int, hi: int) -> None:
+        """Start the Allreduce of the final grid sums ``exact.sums[lo:hi]`` (exact: integers)."""
+        start = time.perf_counter()
+        self._requests.append(self.comm.Iallreduce(self.exact.sums[lo:hi]))
+        MPI.Request.Testall(self._requests)
+        self.comm_seconds += time.perf_counter() - start
+
+    def wait_reductions(self) -> None:
+        """Complete every reduction started since ``begin_step``."""
+        start = time.perf_counter()
+        self.comm.Waitall(self._requests)
+        self._requests = []
+        self.comm_seconds += time.perf_counter() - start
+
     def reduce_exact(self, model) -> None:
         """Deterministic mode: the exact sum of every rank's grid sums, as the global-mean
         gradient in ``model.grads`` (a sharded optimizer overrides it to reduce-scatter)."""
-        start = time.perf_counter()
-        self.comm.Allreduce(self.exact.sums)
-        self.comm_seconds += time.perf_counter() - start
+        if self.exact_reducer() is not None:
+            self.wait_reductions()
+        else:
+            start = time.perf_counter()
+            self.comm.Allreduce(self.exact.sums)
+            self.comm_seconds += time.perf_counter() - start
         self.exact.to_gradients(self.exact.sums, model.grads)
 
     def apply_update(self, model) -> None:

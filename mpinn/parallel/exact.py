@@ -3,15 +3,22 @@
 Floating-point sums change with their order, and the order changes with how a batch and a
 reduction are split over ranks. Here the global batch is cut into groups of ``group_size``
 consecutive samples, fixed whatever the number of ranks; each rank takes whole groups, and
-each group's gradient (computed alone, so with the same bits on any rank) is put on a
-fixed-point grid: multiplied by 2**s and truncated to a whole number. Whole numbers below
-2**53 add exactly in float64 in any order, so the local sums and the Allreduce are exact and
-the result is a function of the groups alone. It is converted back to the model's dtype once.
+each group's gradient (its own product terms, so the same bits on any rank) is put on a
+fixed-point grid: multiplied by 2**s and truncated to a whole number of the integer type as
+wide as the model's floats (int32 for float32, int64 for float64). Integers add exactly in
+any order, so the local sums and the Allreduce are exact and the result is a function of
+the groups alone. It is converted back to the model's dtype once.
 
 The exponent s is agreed by every rank and independent of N: it follows from the largest
 group-gradient magnitude of the previous step (an Allreduce MAX, exact), leaving ``headroom``
-bits for growth; a step whose gradients outgrow it is recomputed with a larger grid. Losses
-are put on a grid too, so logged metrics match across rank counts as well.
+bits for growth below the point where the sum of every group could overflow; a step whose
+gradients outgrow it is recomputed with a coarser grid. Losses are put on a grid too, so
+logged metrics match across rank counts as well.
+
+What costs time is kept per group only where the arithmetic needs it: forward and input
+gradients run on all of a rank's rows at once when the BLAS gives each row the same bits
+as a call per group would (checked once per cut, see ``rows_independent_of_call``), and
+only the weight-gradient products and their grid sums are cut by group.
 """
 
 from __future__ import annotations
@@ -24,10 +31,12 @@ from mpi4py import MPI
 from mpinn.data.samplers import shard_range
 from mpinn.errors import ConfigError
 from mpinn.parallel.comm import Communicator
-from mpinn.train.step import accumulate_gradients, evaluate_rows
+from mpinn.train.step import evaluate_rows, group_gradients, rows_independent_of_call
 
-EXACT_BITS = 53  # float64 holds every whole number below 2**53 exactly
+GRID_INTEGERS = {np.dtype(np.float32): np.int32, np.dtype(np.float64): np.int64}
 LOSS_GRID = 2.0 ** -20  # per-group loss sums are rounded to this grid (exact sums in float64)
+CHUNK = 1 << 16  # elements put on the grid at a time: the pieces stay in the core's cache
+
 
 
 def on_loss_grid(tally: np.ndarray) -> np.ndarray:
@@ -47,66 +56,110 @@ def group_bounds(n: int, group_size: int, rank: int, size: int) -> list[tuple[in
 class ExactGradients:
     """Sums of group gradients that are exact, hence independent of the grouping over ranks."""
 
-    def __init__(self, comm: Communicator, group_size: int = 128, headroom: int = 8) -> None:
+    def __init__(self, comm: Communicator, group_size: int = 128, headroom: int = 3) -> None:
         if isinstance(group_size, bool) or not isinstance(group_size, int) or group_size < 1:
             raise ConfigError(f"deterministic group size must be a positive integer, got {group_size!r}")
         self.comm, self.group_size, self.headroom = comm, group_size, headroom
         self.exponent: int | None = None  # of the grid in use, agreed on every rank
 
     def setup(self, model) -> None:
-        self.sums = np.zeros(model.grads.size, np.float64)
-        self._scaled = np.empty_like(model.grads)
-        self._wide = np.empty(model.grads.size, np.float64)
+        integer = GRID_INTEGERS[model.grads.dtype]
+        self.bits = np.iinfo(integer).bits - 1  # magnitudes below 2**bits fit
+        self.sums = np.zeros(model.grads.size, integer)
+        self._term = np.empty(min(CHUNK, self.sums.size), integer)
+        self._grads = model.grads
+        starts = [model.layer_offsets[i] for i in model.param_layers] + [model.grads.size]
+        self._spans = dict(zip(model.param_layers, zip(starts, starts[1:])))
+        self._rowwise: dict[tuple[int, ...], bool] = {}
 
-    def accumulate(self, model, x: np.ndarray, y: np.ndarray, batch: np.ndarray) -> np.ndarray:
+    def accumulate(self, model, x: np.ndarray, y: np.ndarray, batch: np.ndarray,
+                   reducer=None) -> np.ndarray:
         """This rank's groups of the global batch summed on the grid into ``sums``; returns
-        its tally. Recomputes the step on a larger grid if the gradients outgrew the grid."""
+        its tally. Recomputes the step on a coarser grid if the gradients outgrew the grid.
+
+        ``reducer.start_reduction(lo, hi)`` (optional) is called as soon as ``sums[lo:hi]`` is final, so
+        its reduction can overlap the rest of backward; ``reducer.wait_reductions()`` before a retry."""
         n_groups = -(-len(batch) // self.group_size)
+        self._reducer = reducer
         while True:
             if self.exponent is None:
                 self.exponent = self._exponent_for(1.0, n_groups)
-            tally, local_max = self._grid_sums(model, x, y, batch)
+            tally, local_max = self._grid_sums(model, x, y, batch, n_groups)
             largest = self.comm.Allreduce(np.array([local_max]), op=MPI.MAX)[0]
             if not math.isfinite(largest):  # the step's gradients are NaN: the loop's guard acts
                 self.used_exponent = self.exponent
                 return tally
-            fits = math.ldexp(largest, self.exponent) * n_groups < 2.0 ** EXACT_BITS
+            fits = math.ldexp(largest, self.exponent) * n_groups < 2.0 ** self.bits
             used, self.exponent = self.exponent, self._exponent_for(largest, n_groups)
             if fits:
                 self.used_exponent = used
                 return tally
+            if reducer is not None:
+                reducer.wait_reductions()
 
     def _exponent_for(self, largest: float, n_groups: int) -> int:
         """The grid exponent leaving ``headroom`` bits above ``largest`` for n_groups terms."""
         if largest == 0.0:
             return self.exponent if self.exponent is not None else 0
         top = math.frexp(largest)[1] + math.ceil(math.log2(n_groups))
-        return max(-100, min(100, EXACT_BITS - self.headroom - top))
+        return max(-100, min(100, self.bits - self.headroom - top))
 
-    def _grid_sums(self, model, x, y, batch) -> tuple[np.ndarray, float]:
-        scale = model.grads.dtype.type(math.ldexp(1.0, self.exponent))
-        tally, local_max = np.zeros(3), 0.0
+    def _grid_sums(self, model, x, y, batch, n_groups: int) -> tuple[np.ndarray, float]:
+        """Every group of this rank on the grid, summed into ``sums``: (tally, largest |term|)."""
         groups = group_bounds(len(batch), self.group_size, self.comm.rank, self.comm.size)
-        if not groups:
-            self.sums.fill(0.0)
-        for index, (lo, hi) in enumerate(groups):
-            rows = batch[lo:hi]
-            model.zero_grad()
-            tally += on_loss_grid(accumulate_gradients(model, x[rows], y[rows], len(batch)))
-            local_max = max(local_max, float(model.grads.max()), -float(model.grads.min()))
-            np.multiply(model.grads, scale, out=self._scaled)
-            np.trunc(self._scaled, out=self._scaled)
-            if index == 0:
-                np.copyto(self.sums, self._scaled)
-            else:
-                np.copyto(self._wide, self._scaled)
-                self.sums += self._wide
-        return tally, local_max
+        self._scale = model.grads.dtype.type(math.ldexp(1.0, self.exponent))
+        self._limit = 2.0 ** self.bits / n_groups  # each term below it: no sum can overflow
+        self._largest, self._finite = 0.0, True
+        if not groups:  # nothing to add; still every layer's reduction, in the others' order
+            self.sums.fill(0)
+            for layer in sorted(self._spans, reverse=True):
+                if self._reducer is not None:
+                    self._reducer.start_reduction(*self._spans[layer])
+            return np.zeros(3), 0.0
+        first, self._last = groups[0][0], len(groups) - 1
+        rows = batch[first:groups[-1][1]]
+        xb, yb = x[rows], y[rows]
+        local = [(lo - first, hi - first) for lo, hi in groups]
+        if self._rows_independent(model, local):
+            tallies = group_gradients(model, xb, yb, len(batch), local, self._take)
+        else:  # each group on its own: the same bits as above, with smaller products
+            tallies = [group_gradients(model, xb[lo:hi], yb[lo:hi], len(batch), [(0, hi - lo)],
+                                       lambda layer, _, k=k: self._take(layer, k))[0]
+                       for k, (lo, hi) in enumerate(local)]
+        tally = np.sum([on_loss_grid(t) for t in tallies], axis=0)
+        return tally, self._largest if self._finite else math.inf
+
+    def _rows_independent(self, model, local: list[tuple[int, int]]) -> bool:
+        key = tuple(hi - lo for lo, hi in local)
+        if key not in self._rowwise:
+            self._rowwise[key] = rows_independent_of_call(model, local)
+        return self._rowwise[key]
+
+    def _take(self, layer: int, k: int) -> None:
+        """Group k's gradient of one layer (in the model's grads) onto the grid, into ``sums``."""
+        start, stop = self._spans[layer]
+        for lo in range(start, stop, CHUNK):
+            hi = min(lo + CHUNK, stop)
+            part, sums = self._grads[lo:hi], self.sums[lo:hi]
+            top = max(float(part.max()), -float(part.min()))
+            if not math.isfinite(top):
+                self._finite = False  # the step fails on every rank after the reductions
+                break
+            self._largest = max(self._largest, top)
+            if math.ldexp(top, self.exponent) >= self._limit:
+                continue  # this step is recomputed on a coarser grid: no overflowing cast
+            term = sums if k == 0 else self._term[:hi - lo]
+            np.multiply(part, self._scale, out=term, casting="unsafe")  # the cast truncates
+            if k:
+                np.add(sums, term, out=sums)
+        if k == self._last and self._reducer is not None:
+            self._reducer.start_reduction(start, stop)
 
     def to_gradients(self, sums: np.ndarray, out: np.ndarray) -> np.ndarray:
         """Reduced grid sums back to gradients in ``out`` (the model's dtype): one rounding."""
-        np.multiply(sums, math.ldexp(1.0, -self.used_exponent), out=sums)
-        np.copyto(out, sums, casting="same_kind")
+        scale = out.dtype.type(math.ldexp(1.0, -self.used_exponent))
+        # integers round to out's dtype once; times 2**-s is exact (float32 loop: fast)
+        np.multiply(sums, scale, out=out, dtype=out.dtype, casting="unsafe")
         return out
 
     def evaluate_tally(self, model, x: np.ndarray, y: np.ndarray, batch_size: int) -> np.ndarray:

@@ -81,8 +81,12 @@ class ZeroDataParallel(DataParallel):
         self.comm_seconds += time.perf_counter() - start
         return self.grad_shard
 
+    def exact_reducer(self):
+        """Stage 2 reduce-scatters the grid sums after backward; stage 1 is DataParallel's."""
+        return super().exact_reducer() if self.stage == 1 else None
+
     def reduce_exact(self, model) -> None:
-        """Deterministic mode: the exact grid sums (integers held in float64, so any order of
+        """Deterministic mode: the exact grid sums (integers, so any order of
         addition gives the same bits), reduce-scattered at stage 2."""
         if self.stage == 1:
             super().reduce_exact(model)

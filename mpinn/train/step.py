@@ -48,6 +48,43 @@ def accumulate_gradients(model, xb: np.ndarray, yb: np.ndarray, n_global: int,
     return tally
 
 
+def group_gradients(model, xb: np.ndarray, yb: np.ndarray, n_global: int,
+                    groups: list[tuple[int, int]],
+                    on_group_grads: Callable[[int, int], None]) -> list[np.ndarray]:
+    """Deterministic mode's local work: forward and input gradients on all of ``xb`` at once,
+    the loss and each parameter layer's gradient per group [lo, hi) of its rows (weighted
+    group / n_global as above): ``on_group_grads(layer, k)`` takes group k's part of
+    ``model.grads`` (see ``Sequential.backward_by_rows``). Returns the groups' tallies."""
+    out = model.forward(xb, training=True, stop=model.head.stop)
+    dout = np.empty_like(out)
+    tallies = []
+    for lo, hi in groups:
+        tallies.append(head_tally(model, out[lo:hi], yb[lo:hi]))
+        np.multiply(model.head.loss.backward(), (hi - lo) / n_global, out=dout[lo:hi])
+    model.backward_by_rows(dout, [slice(lo, hi) for lo, hi in groups], on_group_grads)
+    return tallies
+
+
+def rows_independent_of_call(model, groups: list[tuple[int, int]]) -> bool:
+    """Whether every forward and input-gradient product of ``model`` gives each row the same
+    bits in one call over all the groups' rows as in one call per group.
+
+    The BLAS picks its kernel and blocking from a product's shape, so a row's bits can depend
+    on how many rows share the call (OpenBLAS's Haswell kernel: 512 rows differ from 128;
+    SkylakeX: fewer than 128 rows of a 10-wide product differ). Checked on random rows of
+    the real shapes; where it fails, deterministic mode runs each group on its own."""
+    rng = np.random.default_rng(0)
+    n = groups[-1][1] if groups else 0
+    for layer in (model.layers[i] for i in model.param_layers):
+        fan_in, fan_out = layer.param_shapes()["W"]
+        for product, width in ((layer.forward, fan_in), (layer.input_grad, fan_out)):
+            rows = rng.standard_normal((n, width)).astype(model.dtype)
+            whole = product(rows)
+            if any(not np.array_equal(whole[lo:hi], product(rows[lo:hi])) for lo, hi in groups):
+                return False
+    return True
+
+
 def evaluate_rows(model, x: np.ndarray, y: np.ndarray, lo: int, hi: int,
                   batch_size: int) -> np.ndarray:
     """Tally of rows [lo, hi) in inference mode, ``batch_size`` rows at a time."""
