@@ -36,12 +36,13 @@ def _restart_natively() -> None:
     """Re-execute this script without the forced-kernel variables (they only act at load)."""
     if any(name in os.environ for name in FORCED_BLAS) or any(os.environ.get(k) != v for k, v in ONE_THREAD.items()):
         sys.stdout.flush()
-        os.execve(sys.executable, [sys.executable, *sys.argv], bench_env())
+        os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], bench_env())
 
 
 _restart_natively()
 if "MPINN_BENCH_REMOVED" in os.environ:
     REMOVED = json.loads(os.environ["MPINN_BENCH_REMOVED"])
+LOAD_AT_START = list(os.getloadavg())
 
 
 def median_seconds(fn, repeats: int, warmup: int = 3) -> float:
@@ -71,13 +72,19 @@ def blas_info() -> dict:
 
 
 def cpu_model() -> str:
+    """The CPU's name, with its widest vector extension (what picks the BLAS kernel)."""
+    name, flags = platform.processor() or platform.machine(), set()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
+                name = line.split(":", 1)[1].strip()
+            elif line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+                break
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    widest = next((f for f in ("avx512f", "avx2", "avx", "neon", "asimd") if f in flags), None)
+    return f"{name} ({widest})" if widest else name
 
 
 def _version(package: str) -> str | None:
@@ -103,7 +110,8 @@ def machine() -> dict:
     return {"cpu": cpu_model(), "cores": os.cpu_count(), "python": platform.python_version(),
             "blas": blas_info(), "forced_blas_variables_removed": REMOVED,
             "versions": {name: _version(name) for name in ("mpinn", "numpy", "mpi4py", "mpich", "torch")},
-            "mpi": mpi_library(), "load_average": list(os.getloadavg())}
+            "mpi": mpi_library(), "load_average_at_start": LOAD_AT_START,
+            "load_average_at_end": list(os.getloadavg())}
 
 
 def add_output_argument(parser) -> None:

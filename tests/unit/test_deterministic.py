@@ -1,14 +1,16 @@
-"""Deterministic mode in one process: the grid, the group cut, and the accuracy it keeps."""
+"""Deterministic mode in one process: the grid, the group cut, the two paths to the same bits,
+and the accuracy it keeps."""
 
 import numpy as np
 import pytest
 
+import mpinn.parallel.exact as exact_module
 from mpinn import ConfigError
-from mpinn.data import digits
-from mpinn.nn import Dense, Sequential
+from mpinn.data import digits, make_classification
+from mpinn.nn import Dense, Sequential, layers
 from mpinn.parallel import Communicator, DataParallel
 from mpinn.parallel.exact import ExactGradients, group_bounds, on_loss_grid
-from mpinn.train.step import accumulate_gradients
+from mpinn.train.step import accumulate_gradients, rows_independent_of_call
 
 
 def test_groups_are_whole_and_the_same_cut_for_any_rank_count():
@@ -56,3 +58,81 @@ def test_accuracy_on_digits_within_half_a_point_of_the_normal_mode():
         model.fit(data.x_train, data.y_train, epochs=15, batch_size=32, verbose=0, strategy=strategy)
         accuracies.append(model.evaluate(data.x_test, data.y_test, strategy=strategy)[1])
     assert accuracies[1] >= 0.93 and abs(accuracies[0] - accuracies[1]) <= 0.005, accuracies
+
+
+def small_model(dtype=np.float32):
+    model = Sequential([Dense(16, input_dim=6, activation="relu"), Dense(8, activation="tanh"),
+                        Dense(3, activation="softmax")], seed=3, dtype=dtype)
+    model.compile("sgd", loss="sparse_categorical_crossentropy")
+    return model
+
+
+def rowwise_matmul(a, b, out=None):
+    """A product whose rows cannot depend on how many rows share the call."""
+    rows = np.stack([row @ b for row in a]) if len(a) else np.empty((0, b.shape[1]), a.dtype)
+    if out is None:
+        return rows
+    out[...] = rows
+    return out
+
+
+def test_backward_by_rows_gives_each_part_the_gradient_of_its_rows_alone():
+    model, x, y = small_model(np.float64), *make_classification(n_samples=10, n_features=6, n_classes=3, seed=1)
+    parts, seen = [slice(0, 4), slice(4, 10)], {}
+    out = model.forward(x, stop=model.head.stop)
+    model.head.loss.forward(out, y)
+    model.backward_by_rows(model.head.loss.backward(), parts,
+                           lambda layer, k: seen.setdefault((layer, k), model.grads.copy()))
+    for k, rows in enumerate(parts):
+        alone = small_model(np.float64)
+        alone.zero_grad()
+        out = alone.forward(x[rows], stop=alone.head.stop)
+        alone.head.loss.forward(out, y[rows])
+        alone.backward(alone.head.loss.backward() * (rows.stop - rows.start) / len(x), need_input_grad=False)
+        for layer in model.param_layers:
+            lo = model.layer_offsets[layer]
+            hi = lo + sum(s.size for s in (model.layers[layer].W, model.layers[layer].b))
+            np.testing.assert_allclose(seen[layer, k][lo:hi], alone.grads[lo:hi], rtol=1e-12, atol=1e-15)
+
+
+def test_rows_independent_of_call_sees_a_product_whose_rows_depend_on_the_call(monkeypatch):
+    model = small_model()
+    model.build(6)
+    groups = [(0, 3), (3, 6), (6, 8)]
+    monkeypatch.setattr(layers, "matmul", rowwise_matmul)
+    assert rows_independent_of_call(model, groups)
+    monkeypatch.setattr(layers, "matmul", lambda a, b, out=None: rowwise_matmul(a, b, out) + len(a) * 1e-6)
+    assert not rows_independent_of_call(model, groups)
+
+
+def test_whole_batch_and_group_by_group_paths_give_the_same_bits(monkeypatch):
+    """Where rows do not depend on the call, both paths are the same arithmetic: equal sums."""
+    monkeypatch.setattr(layers, "matmul", rowwise_matmul)
+    x, y = make_classification(n_samples=23, n_features=6, n_classes=3, seed=2)
+    sums = []
+    for verdict in (False, True):
+        monkeypatch.setattr(exact_module, "rows_independent_of_call", lambda model, groups: verdict)
+        model = small_model()
+        exact = ExactGradients(Communicator.local(), group_size=5)
+        model.build(6)
+        exact.setup(model)
+        exact.accumulate(model, x, y, np.arange(23))
+        assert exact.sums.dtype == np.int32
+        sums.append(exact.sums.copy())
+    assert np.array_equal(sums[0], sums[1])
+
+
+def test_grid_sums_equal_the_sum_of_each_group_on_the_grid():
+    x, y = make_classification(n_samples=12, n_features=6, n_classes=3, seed=4)
+    model = small_model()
+    exact = ExactGradients(Communicator.local(), group_size=4)
+    model.build(6)
+    exact.setup(model)
+    exact.accumulate(model, x, y, np.arange(12))
+    expected = np.zeros(model.grads.size, np.int64)
+    for lo in range(0, 12, 4):
+        model.zero_grad()
+        accumulate_gradients(model, x[lo:lo + 4], y[lo:lo + 4], 12)
+        expected += np.trunc(model.grads * np.float32(2.0 ** exact.used_exponent)).astype(np.int64)
+    assert np.array_equal(exact.sums, expected)
+    assert np.abs(expected).max() * 3 < 2**31  # the grid leaves room for every group's term

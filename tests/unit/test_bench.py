@@ -1,0 +1,47 @@
+"""bench/common: every benchmark process runs on the machine's native BLAS kernel, one thread,
+and says so in its results (tests themselves keep whatever kernel the machine forces)."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parents[2] / "bench"
+PROBE = f"""
+import json, os, sys
+sys.path.insert(0, {str(BENCH)!r})
+import common
+print(json.dumps({{"env": {{k: os.environ.get(k) for k in common.FORCED_BLAS}},
+                  "removed": common.REMOVED, "blas": common.blas_info()}}))
+"""
+
+
+def probe(env: dict) -> dict:
+    out = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, env=env,
+                         timeout=120, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_a_benchmark_restarts_without_the_forced_kernel_and_records_what_it_removed():
+    plain = {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")}
+    native = probe(plain)
+    forced = probe({**plain, "OPENBLAS_CORETYPE": "Haswell", "OPENBLAS_L2_SIZE": "2097152",
+                    "OPENBLAS_NUM_THREADS": "2"})
+    assert forced["env"] == {"OPENBLAS_CORETYPE": None, "OPENBLAS_L2_SIZE": None}
+    assert forced["removed"] == {"OPENBLAS_CORETYPE": "Haswell", "OPENBLAS_L2_SIZE": "2097152"}
+    assert forced["blas"]["kernel"] == native["blas"]["kernel"]
+    assert forced["blas"]["threads"] == native["blas"]["threads"] == 1
+    assert native["removed"] == {}
+
+
+def test_results_go_where_asked_with_the_machine_described(tmp_path):
+    code = (f"import sys; sys.path.insert(0, {str(BENCH)!r}); import common; "
+            f"print(common.write_json('probe', {{'figure': 1}}, {str(tmp_path / 'out')!r}))")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120, capture_output=True)
+    result = json.loads((tmp_path / "out" / "probe.json").read_text())
+    assert result["figure"] == 1
+    machine = result["machine"]
+    assert machine["blas"]["threads"] == 1 and machine["blas"]["kernel"]
+    assert machine["versions"]["numpy"] and machine["versions"]["mpinn"]
+    assert machine["mpi"] and len(machine["load_average_at_start"]) == 3
