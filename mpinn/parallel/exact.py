@@ -35,7 +35,7 @@ from mpinn.train.step import evaluate_rows, group_gradients, rows_independent_of
 
 GRID_INTEGERS = {np.dtype(np.float32): np.int32, np.dtype(np.float64): np.int64}
 LOSS_GRID = 2.0 ** -20  # per-group loss sums are rounded to this grid (exact sums in float64)
-CHUNK = 1 << 16  # elements put on the grid at a time: the pieces stay in the core's cache
+CHUNK = 1 << 17  # elements put on the grid at a time: 1.5 MB of pieces, within a core's L2 cache
 
 
 
