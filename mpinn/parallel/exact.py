@@ -87,7 +87,7 @@ class ExactGradients:
             tally, local_max = self._grid_sums(model, x, y, batch, n_groups)
             largest = self.comm.Allreduce(np.array([local_max]), op=MPI.MAX)[0]
             if not math.isfinite(largest):  # the step's gradients are NaN: the loop's guard acts
-                self.used_exponent = self.exponent
+                self.used_exponent = None  # so to_gradients hands the guard NaN, not integers
                 return tally
             fits = math.ldexp(largest, self.exponent) * n_groups < 2.0 ** self.bits
             used, self.exponent = self.exponent, self._exponent_for(largest, n_groups)
@@ -156,7 +156,11 @@ class ExactGradients:
             self._reducer.start_reduction(start, stop)
 
     def to_gradients(self, sums: np.ndarray, out: np.ndarray) -> np.ndarray:
-        """Reduced grid sums back to gradients in ``out`` (the model's dtype): one rounding."""
+        """Reduced grid sums back to gradients in ``out`` (the model's dtype): one rounding.
+        After a step with a NaN or infinite gradient (no grid), NaN."""
+        if self.used_exponent is None:
+            out.fill(np.nan)
+            return out
         scale = out.dtype.type(math.ldexp(1.0, -self.used_exponent))
         # integers round to out's dtype once; times 2**-s is exact (float32 loop: fast)
         np.multiply(sums, scale, out=out, dtype=out.dtype, casting="unsafe")

@@ -136,3 +136,14 @@ def test_grid_sums_equal_the_sum_of_each_group_on_the_grid():
         expected += np.trunc(model.grads * np.float32(2.0 ** exact.used_exponent)).astype(np.int64)
     assert np.array_equal(exact.sums, expected)
     assert np.abs(expected).max() * 3 < 2**31  # the grid leaves room for every group's term
+
+
+def test_a_non_finite_gradient_reaches_the_guard_as_nan_not_as_integers():
+    x, y = make_classification(n_samples=8, n_features=6, n_classes=3, seed=4)
+    x[3, 0] = np.inf
+    model = small_model()
+    exact = ExactGradients(Communicator.local(), group_size=4)
+    model.build(6)
+    exact.setup(model)
+    exact.accumulate(model, x, y, np.arange(8))
+    assert np.isnan(exact.to_gradients(exact.sums, model.grads)).all()
