@@ -6,7 +6,6 @@ a grid guessed afresh truncates them differently."""
 import os
 import signal
 
-import numpy as np
 import pytest
 
 from mpinn.data import make_classification
