@@ -58,3 +58,26 @@ def test_a_stopped_rank_is_named_by_one_report(tmp_path, stopped):
     reporter = 1 if stopped == 0 else 0
     assert f"[rank {reporter}] watchdog: " in stderr, stderr
     assert stderr.count("waiting in ") >= 3 and "step" in stderr
+
+
+def test_the_report_covers_the_ranks_it_can_see_and_says_so(tmp_path):
+    from mpinn.parallel.heartbeat import _ALIVE_INDEX, Heartbeat
+    from mpinn.parallel.watchdog import hang_report
+
+    beats = [Heartbeat(tmp_path, rank, 4) for rank in range(3)]  # rank 3: on another node
+    for beat in beats:
+        beat.step = 12
+        beat.enter(b"Allreduce", True)
+    beats[0]._floats[_ALIVE_INDEX] -= 60  # rank 0 stopped a minute ago
+    beats[2].leave()  # rank 2 computes
+    report = hang_report(beats[1], read_beats(tmp_path, 4), stale_after=2.0)
+    assert report.startswith("ranks not responding: 0; ranks not at this collective: 2\n")
+    assert "rank 1: waiting in Allreduce (call #1) at step 12" in report
+    assert "rank 2: computing since Allreduce (call #1) at step 12 ended" in report
+    assert f"rank 3: no heartbeat record in {tmp_path}" in report
+    assert "this report covers the 3 of 4 ranks whose records it can see" in report
+    beats[2].enter(b"Allreduce", True)  # rank 2 waits too: rank 1, lower, reports alone
+    assert hang_report(beats[2], read_beats(tmp_path, 4), stale_after=2.0) is None
+    for beat in beats:
+        beat.close()
+    assert not list(tmp_path.iterdir())
