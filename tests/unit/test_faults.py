@@ -9,7 +9,7 @@ import time
 
 import numpy as np
 import pytest
-from launch import mpiexec, mpinn, rank_pid, start_mpinn, wait_for
+from launch import is_open_mpi, mpiexec, mpinn, rank_pid, start_mpinn, wait_for
 
 from mpinn.train.checkpoint import list_checkpoints
 
@@ -89,11 +89,17 @@ def test_a_kill_during_a_checkpoint_write_leaves_the_previous_one_intact_and_use
     assert not [p for p in (tmp_path / "ck").iterdir() if p.name.startswith(".")]
 
 
-def test_sigterm_checkpoints_exits_75_and_resume_continues(tmp_path, uninterrupted):
+def preemption_signal():
+    """What a scheduler sends the launcher: MPICH's hydra passes SIGTERM on to every rank, while
+    Open MPI's mpiexec answers SIGTERM by ending the job itself (exit 1) and passes SIGUSR1 on."""
+    return signal.SIGUSR1 if is_open_mpi() else signal.SIGTERM
+
+
+def test_a_preemption_signal_checkpoints_exits_75_and_resume_continues(tmp_path, uninterrupted):
     job = start_mpinn(*RUN, "--epochs", 10, "--checkpoint-dir", tmp_path / "ck")
     try:
         wait_for(lambda: list_checkpoints(tmp_path / "ck"), what="the first epoch's checkpoint")
-        job.send_signal(signal.SIGTERM)
+        job.send_signal(preemption_signal())
         _, err = job.communicate(timeout=30)
     finally:
         job.kill()

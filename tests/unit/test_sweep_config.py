@@ -1,24 +1,13 @@
 """The sweep grid, its checks, and the new strategies' CLI, without and with mpiexec."""
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
+from launch import mpinn
 
 from mpinn.errors import ConfigError
 from mpinn.sweep import format_table, group_count
 from mpinn.sweep_config import make_sweep_spec
-
-BIN = Path(sys.executable).parent
-ENV = {**os.environ, "OPENBLAS_NUM_THREADS": "1"}
-
-
-def mpinn(*args, ranks=2, cwd=None):
-    command = [str(BIN / "mpiexec"), "-n", str(ranks), sys.executable, "-m", "mpinn", *map(str, args)]
-    return subprocess.run(command, capture_output=True, text=True, timeout=120, env=ENV, cwd=cwd)
 
 
 def test_every_combination_is_one_configuration_in_order():
