@@ -19,6 +19,7 @@ from mpinn.config import (ACTIVATIONS, BALANCES, LR_SCHEDULES, OPTIMIZERS, RESUM
                           make_config)
 from mpinn.errors import ConfigError, Diverged, Preempted
 from mpinn.flags import NOTICES
+from mpinn.launcher import launch_rank
 from mpinn.plan.commands import PLANNING_COMMANDS, add_planning_commands, run_planning_command
 from mpinn.sweep_config import add_sweep_command, sweep_spec
 
@@ -257,17 +258,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def _print_notices() -> None:
     """Notices about old flag spellings, once, from rank 0 (read before MPI starts)."""
-    if NOTICES and launcher_rank() == 0:
+    if NOTICES and launch_rank() in (None, 0):
         for notice in NOTICES:
             print(f"mpinn: notice: {notice}", file=sys.stderr, flush=True)
-
-
-def launcher_rank() -> int:
-    """This process's rank as the launcher set it (0 without one), before MPI starts."""
-    for variable in ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "PMIX_RANK", "SLURM_PROCID"):
-        if os.environ.get(variable, "").isdigit():
-            return int(os.environ[variable])
-    return 0
 
 
 def _rank() -> int:
