@@ -151,7 +151,7 @@ def plot(rows: list[dict], path: Path) -> None:
     if "ddp_weak_efficiency" in rows[0]:
         ax.plot(ranks, [r["ddp_weak_efficiency"] for r in rows], "^--", label="PyTorch DDP weak")
     ax.axhline(1.0, color="grey", lw=0.5)
-    top = max(1.1, *(line.get_ydata().max() + 0.05 for line in ax.get_lines()))
+    top = max(1.1, *(max(line.get_ydata()) + 0.05 for line in ax.get_lines()))
     ax.set(xlabel="ranks", ylabel="efficiency against one rank", xticks=ranks, ylim=(0, top),
            title="784-1024-1024-1024-10, data parallel")
     ax.legend(loc="lower left")
