@@ -102,9 +102,12 @@ def test_calibrate_measures_the_links_within_and_between_the_nodes(cluster, tmp_
     network = profile["network"]
     assert network["intra_node"]["collectives"]["allreduce"]["ranks"] == 2   # within a node
     assert network["inter_node"]["collectives"]["allreduce"]["ranks"] == 4   # the whole job
-    # A 64 KiB ping-pong crosses a 1 Gbit/s link in 524 us or more: the link was measured.
+    # The ping-pong between the nodes crossed the network: TCP over the shaped veth pair is
+    # several times slower than shared memory within a node. (Not compared with the link
+    # rate: a 64 KiB message fits in the token bucket's 1 ms burst and can pass at host speed.)
     crossing = {p["bytes"]: p["seconds"] for p in network["inter_node"]["ping_pong"]}
-    assert crossing[65536] > 65536 * 8 / 1e9
+    within = {p["bytes"]: p["seconds"] for p in network["intra_node"]["ping_pong"]}
+    assert crossing[65536] > 3 * within[65536], (crossing, within)
 
 
 def test_a_rank_killed_on_the_other_node_ends_the_job_and_resume_finishes(cluster, tmp_path):
