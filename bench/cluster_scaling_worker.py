@@ -6,9 +6,9 @@
 Items: ``compute`` (the data-parallel step with no communication: each rank trains its rows
 alone, all ranks at once), ``data`` (DataParallel, default buckets, overlapped), ``data-flat``
 (one Allreduce after backward), ``data-bucket=MB``, ``zero`` (ZeRO-2), ``allreduce`` (raw
-MPI.Allreduce of a buffer the size of the gradients), ``allgather`` and ``allgatherv-in-place``
-(the same buffer gathered from equal parts by Allgather, and by the in-place Allgatherv that
-ZeRO calls), ``torch-ddp`` (PyTorch DDP over gloo,
+MPI.Allreduce of a buffer the size of the gradients), ``allgather``, ``allgatherv-in-place``
+and ``comm-allgatherv`` (the same buffer gathered from equal parts by MPI's Allgather, by MPI's
+in-place Allgatherv, and by ``Communicator.Allgatherv``, which ZeRO calls), ``torch-ddp`` (PyTorch DDP over gloo,
 where torch is installed; put it last) and ``grid:D,P,T,M`` (ModelParallel on
 a data x pipeline x tensor grid with M micro-batches). Each is timed over --steps steps with
 a barrier before each (median per rank, slowest rank), after one warm-up step. With
@@ -54,10 +54,16 @@ def _allgatherv_in_place(mpi: MPI.Comm, whole: np.ndarray, p: int):
     return lambda: mpi.Allgatherv(MPI.IN_PLACE, [whole, (counts, displacements)])
 
 
+def _communicator_allgatherv(mpi: MPI.Comm, whole: np.ndarray, p: int):
+    comm, counts = Communicator(mpi), [whole.size // p] * p
+    return lambda: comm.Allgatherv(whole, counts)
+
+
 RAW_COLLECTIVES = {  # on a buffer the size of the gradients (rounded down to p equal parts)
     "allreduce": lambda mpi, whole, p: lambda: mpi.Allreduce(MPI.IN_PLACE, whole),
     "allgather": lambda mpi, whole, p: lambda: mpi.Allgather(whole[:whole.size // p].copy(), whole),
-    "allgatherv-in-place": _allgatherv_in_place,  # what ZeroDataParallel calls after its update
+    "allgatherv-in-place": _allgatherv_in_place,  # MPI's own: 30-40x slower on MPICH 5
+    "comm-allgatherv": _communicator_allgatherv,  # what ZeroDataParallel calls after its update
 }
 
 
