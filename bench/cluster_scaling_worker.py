@@ -31,21 +31,11 @@ import numpy as np  # noqa: E402
 from mpi4py import MPI  # noqa: E402
 
 from mpinn.layout import GridShape  # noqa: E402
-from mpinn.nn import Dense, Sequential  # noqa: E402
-from mpinn.optim import SGD  # noqa: E402
 from mpinn.parallel import Communicator, DataParallel, ModelParallel  # noqa: E402
 from mpinn.parallel.zero import ZeroDataParallel  # noqa: E402
+from validate_worker import build_model  # noqa: E402  (the same MLP the planner check times)
 
 TX_BYTES = Path("/sys/class/net/eth0/statistics/tx_bytes")
-
-
-def build_model(widths: list[int]) -> Sequential:
-    model = Sequential(seed=0)
-    for i, units in enumerate(widths[1:]):
-        last = i == len(widths) - 2
-        model.add(Dense(units, input_dim=widths[i], activation="softmax" if last else "relu"))
-    model.compile(SGD(lr=0.01), loss="sparse_categorical_crossentropy")
-    return model
 
 
 def _allgatherv_in_place(mpi: MPI.Comm, whole: np.ndarray, p: int):
