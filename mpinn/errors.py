@@ -33,6 +33,21 @@ class Preempted(Exception):
     EXIT_CODE = 75
 
 
+class RankLost(Exception):
+    """A rank of the job died, as MPI's fault tolerance (ULFM) reported it to a survivor.
+
+    Under ``on_failure="shrink"`` the survivors catch it and continue on a shrunk communicator;
+    where shrinking is impossible they stop, and the CLI exits with ``EXIT_CODE`` (EX_TEMPFAIL,
+    as for preemption) so the run continues from the last checkpoint."""
+
+    EXIT_CODE = 75
+
+    def __init__(self, dead_ranks: Iterable[int], message: str = "") -> None:
+        self.dead_ranks = sorted(dead_ranks)
+        names = ", ".join(str(rank) for rank in self.dead_ranks) or "unknown"
+        super().__init__(message or f"rank(s) {names} of the job died")
+
+
 class UnsupportedFeature(ConfigError, NotImplementedError):
     """A Keras/TensorFlow feature mpinn does not offer; the message names it and what mpinn
     supports instead (never an ``AttributeError`` deep in a port)."""
