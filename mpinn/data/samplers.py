@@ -66,3 +66,9 @@ def shard_range(n: int, rank: int, size: int) -> tuple[int, int]:
     base, extra = divmod(n, size)
     lo = rank * base + min(rank, extra)
     return lo, lo + base + (rank < extra)
+
+
+def shard_ranges(n: int, size: int) -> list[tuple[int, int]]:
+    """Every rank's ``shard_range`` of n items over ``size`` ranks, in rank order (also the
+    contiguous micro-batches of n rows)."""
+    return [shard_range(n, rank, size) for rank in range(size)]

@@ -5,7 +5,7 @@
 - ``clipvalue``: every element is clipped to [-c, c].
 
 Optimizers only hold these thresholds (at most one, as in Keras). The clipping runs once per
-step on the reduced gradient, before any optimizer copy steps (:func:`mpinn.train.step.update`).
+step on the reduced gradient, before any optimizer copy steps (:func:`mpinn.optim.update.update`).
 A rank may hold only part of the model's gradient (a ZeRO shard, a pipeline stage, a tensor
 slice, a server's slice): :class:`TensorRuns` says which whole-model tensor each run of its
 elements belongs to, and how many ranks hold a copy of it, so that summing its per-tensor

@@ -23,14 +23,15 @@ from typing import Any
 import numpy as np
 from mpi4py import MPI
 
-from mpinn.data.samplers import shard_range
+from mpinn.data.samplers import shard_range, shard_ranges
 from mpinn.errors import ConfigError
 from mpinn.parallel.comm import Communicator
 from mpinn.parallel.param_server import (DONE, TAG_GRAD, TAG_PARAMS, TAG_PULL, TAG_VERSION, ClockedShard,
                                          ServerRole)
 from mpinn.parallel.sharding import shard_counts, slice_twin, state_slice
 from mpinn.parallel.strategy import Strategy
-from mpinn.train.step import GradientClip, accumulate_gradients, evaluate_rows, slice_runs
+from mpinn.nn.step import accumulate_gradients, evaluate_rows
+from mpinn.optim.update import GradientClip, slice_runs
 
 
 class WorkerRole:
@@ -54,8 +55,8 @@ class WorkerRole:
         lo, hi = shard_range(len(batch), self.index, self.workers)
         rows = batch[lo:hi]
         model.zero_grad()
-        tally = accumulate_gradients(model, x[rows], y[rows], len(batch), accumulation_steps,
-                                     self._progress)
+        tally = accumulate_gradients(model, model.head, x[rows], y[rows], len(batch),
+                                     shard_ranges(len(rows), accumulation_steps), self._progress)
         self._push(model.grads)
         self.clock += 1
         self._request(self.clock - self.staleness)
@@ -127,7 +128,8 @@ class LocalRole:
     def step(self, model, x: np.ndarray, y: np.ndarray, batch: np.ndarray,
              accumulation_steps: int) -> np.ndarray:
         model.zero_grad()
-        tally = accumulate_gradients(model, x[batch], y[batch], len(batch), accumulation_steps)
+        tally = accumulate_gradients(model, model.head, x[batch], y[batch], len(batch),
+                                     shard_ranges(len(batch), accumulation_steps))
         self.shard.add(0, model.grads)
         return tally
 
@@ -202,7 +204,8 @@ class AsyncParameterServer(Strategy):
 
     def evaluate_tally(self, model, x: np.ndarray, y: np.ndarray, batch_size: int) -> np.ndarray:
         self.share_params(model)
-        return evaluate_rows(model, x, y, *shard_range(len(x), self.comm.rank, self.comm.size), batch_size)
+        lo, hi = shard_range(len(x), self.comm.rank, self.comm.size)
+        return evaluate_rows(model, model.head, x, y, lo, hi, batch_size)
 
     def full_state(self, model) -> tuple[np.ndarray, dict[str, Any]] | None:
         """The gathered parameters and the servers' optimizer slices in the one-rank layout."""

@@ -13,12 +13,13 @@ import time
 import numpy as np
 from mpi4py import MPI
 
-from mpinn.data.samplers import shard_range
+from mpinn.data.samplers import shard_range, shard_ranges
 from mpinn.errors import ConfigError
 from mpinn.parallel.comm import Communicator
 from mpinn.parallel.exact import ExactGradients
 from mpinn.parallel.strategy import Strategy
-from mpinn.train.step import GradientClip, accumulate_gradients, evaluate_rows, update, whole_model_runs
+from mpinn.nn.step import accumulate_gradients, evaluate_rows
+from mpinn.optim.update import GradientClip, update, whole_model_runs
 
 
 def plan_buckets(layer_offsets: list[int], param_layers: list[int], total: int,
@@ -81,8 +82,8 @@ class DataParallel(Strategy):
         rows = batch[lo:hi]
         model.zero_grad()
         self.begin_step()
-        tally = accumulate_gradients(model, x[rows], y[rows], len(batch), accumulation_steps,
-                                     self.on_grads_ready)
+        tally = accumulate_gradients(model, model.head, x[rows], y[rows], len(batch),
+                                     shard_ranges(len(rows), accumulation_steps), self.on_grads_ready)
         self.finish_gradients()
         self.apply_update(model)
         return tally
@@ -125,7 +126,7 @@ class DataParallel(Strategy):
     def evaluate_tally(self, model, x: np.ndarray, y: np.ndarray, batch_size: int) -> np.ndarray:
         if self.exact:
             return self.exact.evaluate_tally(model, x, y, batch_size)
-        return evaluate_rows(model, x, y, *self.local_range(len(x)), batch_size)
+        return evaluate_rows(model, model.head, x, y, *self.local_range(len(x)), batch_size)
 
     def full_state(self, model):
         """Every rank holds the whole model: rank 0 hands out its own."""

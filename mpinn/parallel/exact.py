@@ -31,7 +31,7 @@ from mpi4py import MPI
 from mpinn.data.samplers import shard_range
 from mpinn.errors import ConfigError
 from mpinn.parallel.comm import Communicator
-from mpinn.train.step import evaluate_rows, group_gradients, rows_independent_of_call
+from mpinn.nn.step import evaluate_rows, group_gradients, rows_independent_of_call
 
 GRID_INTEGERS = {np.dtype(np.float32): np.int32, np.dtype(np.float64): np.int64}
 LOSS_GRID = 2.0 ** -20  # per-group loss sums are rounded to this grid (exact sums in float64)
@@ -121,10 +121,10 @@ class ExactGradients:
         xb, yb = x[rows], y[rows]
         local = [(lo - first, hi - first) for lo, hi in groups]
         if self._rows_independent(model, local):
-            tallies = group_gradients(model, xb, yb, len(batch), local, self._take)
+            tallies = group_gradients(model, model.head, xb, yb, len(batch), local, self._take)
         else:  # each group on its own: the same bits as above, with smaller products
-            tallies = [group_gradients(model, xb[lo:hi], yb[lo:hi], len(batch), [(0, hi - lo)],
-                                       lambda layer, _, k=k: self._take(layer, k))[0]
+            tallies = [group_gradients(model, model.head, xb[lo:hi], yb[lo:hi], len(batch),
+                                       [(0, hi - lo)], lambda layer, _, k=k: self._take(layer, k))[0]
                        for k, (lo, hi) in enumerate(local)]
         tally = np.sum([on_loss_grid(t) for t in tallies], axis=0)
         return tally, self._largest if self._finite else math.inf
@@ -171,5 +171,5 @@ class ExactGradients:
         loss grid, so the reduced metrics are bitwise the same at any rank count."""
         tally = np.zeros(3)
         for lo, hi in group_bounds(len(x), batch_size, self.comm.rank, self.comm.size):
-            tally += on_loss_grid(evaluate_rows(model, x, y, lo, hi, batch_size))
+            tally += on_loss_grid(evaluate_rows(model, model.head, x, y, lo, hi, batch_size))
         return tally

@@ -16,11 +16,12 @@ from typing import Any
 
 import numpy as np
 
-from mpinn.data.samplers import shard_range
+from mpinn.data.samplers import shard_range, shard_ranges
 from mpinn.errors import ConfigError
 from mpinn.parallel.comm import Communicator
 from mpinn.parallel.strategy import Strategy
-from mpinn.train.step import GradientClip, accumulate_gradients, evaluate_rows, update, whole_model_runs
+from mpinn.nn.step import accumulate_gradients, evaluate_rows
+from mpinn.optim.update import GradientClip, update, whole_model_runs
 
 
 class LocalSGD(Strategy):
@@ -49,7 +50,8 @@ class LocalSGD(Strategy):
         lo, hi = self.local_range(len(batch))
         rows = batch[lo:hi]
         model.zero_grad()
-        tally = accumulate_gradients(model, x[rows], y[rows], max(len(rows), 1), accumulation_steps)
+        tally = accumulate_gradients(model, model.head, x[rows], y[rows], max(len(rows), 1),
+                                     shard_ranges(len(rows), accumulation_steps))
         if len(rows):
             update(model.optimizer, model.params, model.grads, self.clip)
         self.samples_since_sync += len(rows)
@@ -81,7 +83,7 @@ class LocalSGD(Strategy):
         own = model.params.copy()
         model.params[...] = self.averaged_params(model)
         try:
-            return evaluate_rows(model, x, y, *self.local_range(len(x)), batch_size)
+            return evaluate_rows(model, model.head, x, y, *self.local_range(len(x)), batch_size)
         finally:
             model.params[...] = own
 

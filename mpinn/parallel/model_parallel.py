@@ -29,7 +29,7 @@ from mpinn.parallel.pipeline import PipelineRunner
 from mpinn.parallel.strategy import Strategy
 from mpinn.parallel.tensor import tensor_comm_seconds
 from mpinn.optim.clipping import TensorRuns
-from mpinn.train.step import GradientClip, update
+from mpinn.optim.update import GradientClip, update
 from mpinn.layout import (GridShape, inference, make_schedule, parse_grid, plan_local_model,
                           stage_actions)
 from mpinn.layout.schedule import SCHEDULES

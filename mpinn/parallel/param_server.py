@@ -15,7 +15,7 @@ import numpy as np
 from mpi4py import MPI
 
 from mpinn.parallel.comm import Communicator
-from mpinn.train.step import GradientClip, update
+from mpinn.optim.update import GradientClip, update
 
 TAG_GRAD, TAG_PULL, TAG_VERSION, TAG_PARAMS = 21, 22, 23, 24
 DONE = -1  # a pull asking for this version says: no more messages from this worker

@@ -20,7 +20,7 @@ from mpinn.nn import Sequential
 from mpinn.parallel.comm import Communicator
 from mpinn.layout.schedule import (BACKWARD, COMPUTE, FORWARD, RECEIVES, RECV_ACTIVATION, RECV_GRAD,
                                    SEND_ACTIVATION, Action)
-from mpinn.train.step import head_tally
+from mpinn.nn.step import head_tally
 
 
 def tag(action: Action) -> int:
@@ -113,7 +113,7 @@ class PipelineRunner:
         stop = replica.head.stop if self.is_last else None
         out = replica.forward(x, training=self._training, stop=stop)
         if self.is_last:
-            self._tally += head_tally(replica, out, self._y[rows])
+            self._tally += head_tally(replica.head, out, self._y[rows])
         else:
             self._outbox[k] = out
         if not self._training:

@@ -34,7 +34,7 @@ from mpinn.errors import ConfigError
 from mpinn.parallel.comm import Communicator
 from mpinn.parallel.data_parallel import DataParallel
 from mpinn.parallel.sharding import shard_counts, slice_twin, state_bytes, state_slice
-from mpinn.train.step import GradientClip, slice_runs, update
+from mpinn.optim.update import GradientClip, slice_runs, update
 
 ZERO_STAGES = (1, 2)
 

@@ -24,7 +24,7 @@ from mpinn.parallel.agreement import agree
 from mpinn.train.callbacks import Callback, MetricsLog, ProgressLogger, default_callbacks, metric_logs
 from mpinn.train.checkpoint import Progress
 from mpinn.train.checkpointing import Checkpointing
-from mpinn.train.metrics import summarize
+from mpinn.nn.metrics import summarize
 from mpinn.train.monitors import TerminateOnNaN
 from mpinn.train.nonfinite import NonFiniteGuard
 from mpinn.train.progress import ProgressTicker

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from mpinn.errors import ConfigError
-from mpinn.train.metrics import summarize
+from mpinn.nn.metrics import summarize
 
 PROBE_STEPS = 3
 

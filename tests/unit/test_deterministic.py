@@ -10,7 +10,7 @@ from mpinn.data import digits, make_classification
 from mpinn.nn import Dense, Sequential, layers
 from mpinn.parallel import Communicator, DataParallel
 from mpinn.parallel.exact import ExactGradients, group_bounds, on_loss_grid
-from mpinn.train.step import accumulate_gradients, rows_independent_of_call
+from mpinn.nn.step import accumulate_gradients, rows_independent_of_call
 
 
 def test_groups_are_whole_and_the_same_cut_for_any_rank_count():
@@ -32,7 +32,7 @@ def test_gradients_that_outgrow_the_grid_are_recomputed_on_a_larger_one():
     model.compile("sgd", loss="sparse_categorical_crossentropy")
     x, y, batch = np.full((4, 3), 100.0), np.array([0, 1, 0, 1]), np.arange(4)
     model.zero_grad()
-    accumulate_gradients(model, x, y, len(batch))
+    accumulate_gradients(model, model.head, x, y, len(batch))
     plain = model.grads.copy()
     exact = ExactGradients(Communicator.local(), group_size=2)
     exact.setup(model)
@@ -132,7 +132,7 @@ def test_grid_sums_equal_the_sum_of_each_group_on_the_grid():
     expected = np.zeros(model.grads.size, np.int64)
     for lo in range(0, 12, 4):
         model.zero_grad()
-        accumulate_gradients(model, x[lo:lo + 4], y[lo:lo + 4], 12)
+        accumulate_gradients(model, model.head, x[lo:lo + 4], y[lo:lo + 4], 12)
         expected += np.trunc(model.grads * np.float32(2.0 ** exact.used_exponent)).astype(np.int64)
     assert np.array_equal(exact.sums, expected)
     assert np.abs(expected).max() * 3 < 2**31  # the grid leaves room for every group's term

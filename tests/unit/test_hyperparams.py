@@ -9,7 +9,7 @@ from mpinn import ConfigError
 from mpinn.optim import SGD, Adam, CosineAnnealingLR, StepLR, WarmupCosine
 from mpinn.optim.clipping import TensorRuns, clip_factors, exact_grid
 from mpinn.train.resume import check_fixed_settings, resume_notice, run_changes
-from mpinn.train.step import GradientClip
+from mpinn.optim.update import GradientClip
 
 RNG = np.random.default_rng(3)
 
