@@ -14,7 +14,11 @@ from mpinn.plan.profile import AlphaBeta
 
 
 def point_to_point_seconds(nbytes: float, cost: AlphaBeta) -> float:
-    """One message of ``nbytes`` from one rank to another."""
+    """One message of ``nbytes`` from one rank to another (corrected by measured points)."""
+    return _one_message(nbytes, 2, cost) * measured_ratio(_one_message, nbytes, cost)
+
+
+def _one_message(nbytes: float, p: int, cost: AlphaBeta) -> float:
     return cost.alpha_s + nbytes * cost.beta_s_per_byte
 
 

@@ -59,23 +59,25 @@ class _Context:
         return self.profile.link(group_span > self.profile.ranks_per_node).step_cost(collective)
 
     def p2p(self, nbytes: float, stage: int) -> float:
-        """A message between pipeline stages ``stage`` and ``stage + 1``."""
-        link = self.profile.link(self.boundary_spans_nodes(stage))
-        return costs.point_to_point_seconds(nbytes, link.point_to_point)
+        """A message between pipeline stages ``stage`` and ``stage + 1``. Across nodes, the
+        messages of every replica and tensor rank that leave one node at once share its link."""
+        sharing = messages_leaving_a_node(self.layout, self.profile.ranks_per_node, stage)
+        link = self.profile.link(sharing > 0)
+        return costs.point_to_point_seconds(nbytes, link.message) * max(1, sharing)
 
-    def boundary_spans_nodes(self, stage: int) -> bool:
-        """Whether stages ``stage`` and ``stage + 1`` sit on different nodes in some replica.
-        Ranks fill nodes in order, tensor fastest, then pipeline, then data (GridShape's
-        order); the pattern repeats after ``ranks_per_node`` replicas and tensor ranks."""
-        lay, per_node = self.layout, self.profile.ranks_per_node
-        if lay.tensor >= per_node:
-            return True
-        for d in range(min(lay.data, per_node)):
-            first = (d * lay.pipeline + stage) * lay.tensor  # the stage's first rank in replica d
-            if any((first + t) // per_node != (first + lay.tensor + t) // per_node
-                   for t in range(lay.tensor)):
-                return True
-        return False
+
+def messages_leaving_a_node(layout: Layout, ranks_per_node: int, stage: int) -> int:
+    """The most messages between stages ``stage`` and ``stage + 1`` that leave one node at
+    once (0: the boundary stays within nodes). Ranks fill nodes in order, tensor fastest,
+    then pipeline, then data (GridShape's order); each tensor rank of a stage talks to its
+    counterpart of the next stage."""
+    leaving: dict[int, int] = {}
+    for d in range(layout.data):
+        for t in range(layout.tensor):
+            rank = (d * layout.pipeline + stage) * layout.tensor + t
+            if rank // ranks_per_node != (rank + layout.tensor) // ranks_per_node:
+                leaving[rank // ranks_per_node] = leaving.get(rank // ranks_per_node, 0) + 1
+    return max(leaving.values(), default=0)
 
 
 def _require_rows(batch: int, layout: Layout) -> int:
@@ -123,10 +125,12 @@ def _stage_micro_batch(ctx: _Context, index: int, stage: range, rows: int, last:
         comm += costs.allreduce_seconds(rows * spec.widths[row + 1] * spec.dtype_bytes, t, reduce_step)
         if col > 0:
             comm += costs.allreduce_seconds(rows * spec.widths[col] * spec.dtype_bytes, t, reduce_step)
+    # each boundary carries the activations forward and their gradient back, and a stage's
+    # compute waits for both (sends and receives progress only inside MPI calls)
     if not last:
-        comm += ctx.p2p(rows * spec.widths[stage.stop] * spec.dtype_bytes, index)
+        comm += 2 * ctx.p2p(rows * spec.widths[stage.stop] * spec.dtype_bytes, index)
     if stage.start > 0:
-        comm += ctx.p2p(rows * spec.widths[stage.start] * spec.dtype_bytes, index - 1)
+        comm += 2 * ctx.p2p(rows * spec.widths[stage.start] * spec.dtype_bytes, index - 1)
     return compute, comm
 
 

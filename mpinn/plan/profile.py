@@ -73,10 +73,19 @@ class Link:
     latency_s: float
     bandwidth_bytes_per_s: float
     collectives: dict[str, AlphaBeta] = field(default_factory=dict)
+    ping_pong: tuple[tuple[float, float], ...] = ()  # measured one-way (bytes, seconds)
 
     @property
     def point_to_point(self) -> AlphaBeta:
         return AlphaBeta(self.latency_s, 1.0 / self.bandwidth_bytes_per_s)
+
+    @property
+    def message(self) -> AlphaBeta:
+        """One message between two ranks: the alpha-beta line, corrected size by size by the
+        ping-pong points where calibrated (a shaped link's burst makes mid-size messages
+        faster than its rate, and a fit through all sizes misses the large ones)."""
+        return AlphaBeta(self.latency_s, 1.0 / self.bandwidth_bytes_per_s, self.ping_pong,
+                         2 if self.ping_pong else 0)
 
     def step_cost(self, collective: str) -> AlphaBeta:
         """Alpha-beta of one step of ``collective``: measured if calibrated, else point-to-point."""
@@ -148,8 +157,11 @@ def _link(data: dict, where: str) -> Link:
         collectives[name] = AlphaBeta(_number(step, "alpha_s", at, positive=False),
                                       _number(step, "beta_s_per_byte", at, positive=False),
                                       points if ranks > 1 else (), ranks)
+    ping_pong = tuple((_number(point, "bytes", where + ".ping_pong"),
+                       _number(point, "seconds", where + ".ping_pong"))
+                      for point in data.get("ping_pong") or ())
     return Link(_number(data, "latency_s", where, positive=False),
-                _number(data, "bandwidth_bytes_per_s", where), collectives)
+                _number(data, "bandwidth_bytes_per_s", where), collectives, ping_pong)
 
 
 def _network(data: dict | None) -> Network | None:
