@@ -14,9 +14,9 @@ import re
 import sys
 from typing import Any
 
-from mpinn.config import (ACTIVATIONS, BALANCES, LR_SCHEDULES, OPTIMIZERS, RESUME_CHOICES, SAMPLERS,
-                          SCHEDULE_UNITS, SCHEDULES, STRATEGIES, TrainConfig, known_keys, load_toml,
-                          make_config)
+from mpinn.config import (ACTIVATIONS, BALANCES, FAILURE_CHOICES, LR_SCHEDULES, OPTIMIZERS,
+                          RESUME_CHOICES, SAMPLERS, SCHEDULE_UNITS, SCHEDULES, STRATEGIES, TrainConfig,
+                          known_keys, load_toml, make_config)
 from mpinn.errors import ConfigError, Diverged, Preempted
 from mpinn.flags import NOTICES
 from mpinn.launcher import launch_rank
@@ -66,6 +66,7 @@ FLAG_HELP = {
                 "report of where every rank is (default 600; 0: off)",
     "on_nonfinite": "stop (default: exit 3 naming the step) or skip steps whose loss or gradient "
                     "is NaN/inf (10 in a row still stop)",
+    "on_failure": "when a rank dies: abort (default: the job ends) or shrink (the survivors go on; needs Open MPI 5 launched with mpiexec --with-ft ulfm)",
     "num_classes": "classifier outputs; needed when the labels are not exactly 0..K-1",
     "deterministic": "bitwise the same result at any rank count (exact sums over fixed sample groups)",
     "group_size": "samples per group in deterministic mode (fixed whatever the rank count; default 128)",
@@ -75,7 +76,7 @@ FLAG_HELP = {
 FLAG_CHOICES = {"strategy": STRATEGIES, "sampler": SAMPLERS, "resume": RESUME_CHOICES,
                 "optimizer": OPTIMIZERS, "activation": ACTIVATIONS, "schedule": SCHEDULES,
                 "balance": BALANCES, "verbose": (0, 1, 2), "lr_schedule": LR_SCHEDULES,
-                "lr_schedule_per": SCHEDULE_UNITS}
+                "lr_schedule_per": SCHEDULE_UNITS, "on_failure": FAILURE_CHOICES}
 
 
 class _Parser(argparse.ArgumentParser):

@@ -21,6 +21,7 @@ from mpinn.parallel import Communicator, DataParallel, ModelParallel, Strategy, 
 from mpinn.outputs import check_output_dir, check_output_file
 from mpinn.parallel.agreement import agree, on_root
 from mpinn.parallel.async_ps import AsyncParameterServer
+from mpinn.parallel.fault_tolerance import check_on_failure
 from mpinn.parallel.local_sgd import LocalSGD
 from mpinn.parallel.model_parallel import grid_for
 from mpinn.parallel.zero import ZeroDataParallel
@@ -144,6 +145,7 @@ def check_memory(config: TrainConfig, data: Dataset, comm: Communicator,
 def train(config: TrainConfig, given: frozenset[str] | None = None) -> int:
     """Train as ``config`` says; ``given`` names the settings the user gave (None: all), which
     on resume replace the checkpoint's (see :mod:`mpinn.train.resume`)."""
+    check_on_failure(config.on_failure, "--on-failure")
     comm = _world()
     on_root(comm, lambda: check_train_outputs(config))
     data = load_checked_dataset(config.dataset, config.seed, config.num_classes)
@@ -165,7 +167,7 @@ def train(config: TrainConfig, given: frozenset[str] | None = None) -> int:
               strategy=strategy, callbacks=callbacks, checkpoint=checkpointing(config, given),
               verbose=config.verbose, log_every=config.log_every,
               lr_schedule=lr_schedule(config, model.optimizer), watchdog=config.watchdog,
-              on_nonfinite=config.on_nonfinite)
+              on_nonfinite=config.on_nonfinite, on_failure=config.on_failure)
     _report(comm, "test", model.evaluate(data.x_test, data.y_test, strategy=strategy,
                                          watchdog=config.watchdog))
     if config.save and comm.is_root:

@@ -30,6 +30,7 @@ BALANCES = ("params", "time")
 LR_SCHEDULES = ("step", "cosine", "warmup-cosine", "plateau")
 SCHEDULE_UNITS = ("epoch", "step")
 NONFINITE_CHOICES = ("stop", "skip")
+FAILURE_CHOICES = ("abort", "shrink")  # what the survivors do when a rank dies
 SEED_LIMIT = 2**32  # numpy's legacy generators and the samplers take seeds below this
 DEFAULT_WATCHDOG_SECONDS = 600.0
 
@@ -73,6 +74,7 @@ class TrainConfig:
     resume: str = "never"
     watchdog: float = DEFAULT_WATCHDOG_SECONDS
     on_nonfinite: str = "stop"
+    on_failure: str = "abort"
     deterministic: bool = False
     group_size: int = 128
     stages: Optional[int] = None
@@ -108,6 +110,9 @@ class TrainConfig:
         if self.on_nonfinite not in NONFINITE_CHOICES:
             raise ConfigError(f"unknown on_nonfinite {self.on_nonfinite!r}; choose one of: "
                               f"{', '.join(NONFINITE_CHOICES)}")
+        if self.on_failure not in FAILURE_CHOICES:
+            raise ConfigError(f"unknown on_failure {self.on_failure!r}; choose one of: "
+                              f"{', '.join(FAILURE_CHOICES)}")
         if self.on_nonfinite == "skip" and self.strategy == "async":
             raise ConfigError("--on-nonfinite skip needs every rank in step; asynchronous servers "
                               "apply steps on their own: use --on-nonfinite stop with --strategy async")

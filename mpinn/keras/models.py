@@ -93,9 +93,12 @@ class Sequential(nn.Sequential):
     def fit(self, x: Any = None, y: Any = None, batch_size: int | None = None, epochs: int = 1,
             verbose: int | str = "auto", callbacks: list | None = None,
             validation_split: float = 0.0, validation_data: tuple | None = None,
-            shuffle: bool = True, *, strategy: Any = None, **options: Any) -> History:
+            shuffle: bool = True, *, strategy: Any = None, on_failure: str = "abort",
+            **options: Any) -> History:
         """Keras' fit: ``batch_size`` (global) 32 when omitted; returns a History.
-        ``strategy=`` (an mpinn.parallel strategy) is mpinn's addition; otherwise the scope's."""
+        mpinn's additions: ``strategy=`` (an mpinn.parallel strategy; otherwise the scope's) and
+        ``on_failure=`` ("abort", or "shrink": go on without a rank that dies; see
+        :func:`mpinn.train.fit`)."""
         reject_options("fit", options, FIT_ONLY, KERAS_DEFAULTS)
         x, y = _arrays(x, y)
         if validation_data is not None:
@@ -104,7 +107,7 @@ class Sequential(nn.Sequential):
         return train(self, x, y, epochs=epochs, batch_size=32 if batch_size is None else batch_size,
                      validation_data=validation_data, validation_split=validation_split,
                      shuffle=shuffle, strategy=self.trained_strategy,
-                     callbacks=callbacks, verbose=_verbose(verbose, 1))
+                     callbacks=callbacks, verbose=_verbose(verbose, 1), on_failure=on_failure)
 
     def evaluate(self, x: Any = None, y: Any = None, batch_size: int | None = None,
                  verbose: int | str = "auto", return_dict: bool = False, *, strategy: Any = None,

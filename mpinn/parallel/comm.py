@@ -285,6 +285,12 @@ def _heartbeat_folder(run_dir: str | Path | None) -> tuple[str, str | None]:
     return temporary, temporary
 
 
+def library_version() -> str:
+    """The MPI library's own description of itself (MPI_Get_library_version): its vendor and
+    version, e.g. "Open MPI v5.0.11, ..." or "MPICH Version: 5.0.2 ..."."""
+    return MPI.Get_library_version().rstrip("\x00\n")
+
+
 def displacements(counts: list[int]) -> list[int]:
     """Offsets of consecutive blocks of the given sizes."""
     return [sum(counts[:r]) for r in range(len(counts))]

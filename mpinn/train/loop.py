@@ -21,6 +21,7 @@ from mpinn.errors import ConfigError, UnsupportedFeature, require_positive
 from mpinn.nn.losses import CrossEntropyLoss
 from mpinn.optim.schedules import Schedule
 from mpinn.parallel.agreement import agree
+from mpinn.parallel.fault_tolerance import check_on_failure
 from mpinn.train.callbacks import Callback, MetricsLog, ProgressLogger, default_callbacks, metric_logs
 from mpinn.train.checkpoint import Progress
 from mpinn.train.checkpointing import Checkpointing
@@ -51,7 +52,7 @@ def fit(model, x: np.ndarray, y: np.ndarray, *, epochs: int = 1, batch_size: int
         accumulation_steps: int = 1, strategy: Any = None, callbacks: list[Callback] | None = None,
         verbose: int = 1, log_every: int | None = None, checkpoint: Checkpointing | None = None,
         lr_schedule: Schedule | None = None, watchdog: float | None = DEFAULT_WATCHDOG_SECONDS,
-        on_nonfinite: str = "stop") -> History:
+        on_nonfinite: str = "stop", on_failure: str = "abort") -> History:
     """Train ``model`` (compiled) on (x, y); ``batch_size`` is the GLOBAL batch.
 
     Every rank passes the same x and y; each takes its contiguous part of every global
@@ -69,7 +70,10 @@ def fit(model, x: np.ndarray, y: np.ndarray, *, epochs: int = 1, batch_size: int
     ``watchdog`` seconds (None or 0: never) aborts the job with a report of where each rank
     is. A NaN or infinite loss or gradient raises :class:`~mpinn.errors.Diverged` naming the
     step (``on_nonfinite="stop"``), or skips the step (``"skip"``; ten in a row still stop).
+    ``on_failure="shrink"`` (an MPI with fault tolerance: Open MPI 5 under ``mpiexec --with-ft
+    ulfm``; elsewhere a ConfigError) keeps training on the survivors when a rank dies.
     """
+    check_on_failure(on_failure)
     strategy = strategy or _default_strategy()
     with strategy.comm.watching(watchdog, _run_dir(checkpoint, callbacks)):
         settings = {"epochs": epochs, "batch_size": batch_size, "drop_last": drop_last,
