@@ -12,10 +12,8 @@ import importlib.metadata
 import json
 import os
 import platform
-import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 FORCED_BLAS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
@@ -43,18 +41,6 @@ _restart_natively()
 if "MPINN_BENCH_REMOVED" in os.environ:
     REMOVED = json.loads(os.environ["MPINN_BENCH_REMOVED"])
 LOAD_AT_START = list(os.getloadavg())
-
-
-def median_seconds(fn, repeats: int, warmup: int = 3) -> float:
-    """Median wall time of ``fn()`` over ``repeats`` calls after ``warmup`` calls."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def blas_info() -> dict:

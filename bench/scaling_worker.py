@@ -18,18 +18,17 @@ import json
 import os
 import statistics
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402,F401  (native BLAS kernel, one thread per rank)
 
 import numpy as np  # noqa: E402
-from mpi4py import MPI  # noqa: E402
 
 from mpinn.nn import Dense, Sequential  # noqa: E402
 from mpinn.optim import SGD  # noqa: E402
 from mpinn.parallel import Communicator, DataParallel  # noqa: E402
+from mpinn.parallel.calibrate import Sizes, ping_pong, timed_calls  # noqa: E402
 
 WIDTHS = (784, 1024, 1024, 1024, 10)
 
@@ -43,20 +42,10 @@ def mpinn_model() -> Sequential:
     return model
 
 
-def timed_steps(step, steps: int, comm) -> list[float]:
-    times = []
-    for _ in range(steps):
-        comm.Barrier()
-        start = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - start)
-    return times
-
-
 def train(args, comm) -> dict:
     global_batch = args.global_batch or args.batch_per_rank * comm.size
     model = mpinn_model()
-    strategy = DataParallel(Communicator(comm), bucket_mb=args.bucket_mb,
+    strategy = DataParallel(comm, bucket_mb=args.bucket_mb,
                             deterministic=args.deterministic, group_size=args.group_size)
     strategy.setup(model)
     rng = np.random.default_rng(0)
@@ -66,7 +55,7 @@ def train(args, comm) -> dict:
     for _ in range(args.warmup):
         strategy.train_step(model, x, y, batch)
     comm_before = strategy.comm_seconds
-    times = timed_steps(lambda: strategy.train_step(model, x, y, batch), args.steps, comm)
+    times = timed_calls(comm, lambda: strategy.train_step(model, x, y, batch), args.steps)
     comm_per_step = (strategy.comm_seconds - comm_before) / args.steps
     step = statistics.median(times)
     result = {"step_s": step, "comm_s": comm_per_step, "compute_s": step - comm_per_step,
@@ -89,27 +78,17 @@ def ceiling(args, comm) -> dict:
     batch = np.arange(rows)
     for _ in range(args.warmup):
         strategy.train_step(model, x, y, batch)
-    times = timed_steps(lambda: strategy.train_step(model, x, y, batch), args.steps, comm)
-    step = comm.allreduce(statistics.median(times), op=MPI.MAX)
+    times = timed_calls(comm, lambda: strategy.train_step(model, x, y, batch), args.steps)
+    step = comm.allreduce_obj(statistics.median(times), "max")
     return {"step_s": step, "rows_per_rank": rows, "samples_per_s": rows * comm.size / step}
 
 
 def p2p(args, comm) -> dict:
-    """One-way time and bandwidth of a message of the gradient buffer's size, rank 0 to 1."""
-    buf = np.ones_like(mpinn_model().grads)
-    times = []
-    for _ in range(args.steps):
-        comm.Barrier()
-        start = time.perf_counter()
-        if comm.rank == 0:
-            comm.Send(buf, dest=1)
-            comm.Recv(buf, source=1)
-        elif comm.rank == 1:
-            comm.Recv(buf, source=0)
-            comm.Send(buf, dest=0)
-        times.append(time.perf_counter() - start)
-    one_way = statistics.median(times) / 2
-    return {"bytes": buf.nbytes, "one_way_s": one_way, "bytes_per_s": buf.nbytes / one_way}
+    """One-way time and bandwidth of a message of the gradient buffer's size, rank 0 to 1
+    (the calibration's ping-pong)."""
+    nbytes = mpinn_model().grads.nbytes
+    [(_, one_way)] = ping_pong(comm, 1, Sizes(p2p_bytes=(nbytes,), repeats=args.steps))
+    return {"bytes": nbytes, "one_way_s": one_way, "bytes_per_s": nbytes / one_way}
 
 
 def torch_ddp(args, comm) -> dict:
@@ -135,14 +114,14 @@ def torch_ddp(args, comm) -> dict:
         optimizer.step()
     for _ in range(args.warmup):
         step()
-    step_s = statistics.median(timed_steps(step, args.steps, comm))
+    step_s = statistics.median(timed_calls(comm, step, args.steps))
     dist.destroy_process_group()
     return {"step_s": step_s, "global_batch": args.batch_per_rank * comm.size,
             "samples_per_s": args.batch_per_rank * comm.size / step_s}
 
 
 def allreduce(args, comm) -> dict:
-    """Raw MPI.Allreduce vs mpinn's reduction path (DataParallel buckets) on the same buffer.
+    """One Allreduce of the whole buffer vs mpinn's reduction path (DataParallel buckets).
 
     Each size uses a one-layer model whose gradient buffer has that size; the last row is
     the 784-1024-1024-1024-10 model itself, reduced in its 4 MB buckets.
@@ -151,16 +130,15 @@ def allreduce(args, comm) -> dict:
               for k in range(12, 25, 2)] + [mpinn_model()]
     rows = []
     for model in models:
-        strategy = DataParallel(Communicator(comm), bucket_mb=args.bucket_mb)
+        strategy = DataParallel(comm, bucket_mb=args.bucket_mb)
         strategy.setup(model)
         raw = np.ones_like(model.grads)
 
         def mpinn_path():
             strategy.begin_step()
             strategy.finish_gradients()
-        raw_s = statistics.median(timed_steps(lambda: comm.Allreduce(MPI.IN_PLACE, raw),
-                                              args.steps, comm))
-        mpinn_s = statistics.median(timed_steps(mpinn_path, args.steps, comm))
+        raw_s = statistics.median(timed_calls(comm, lambda: comm.Allreduce(raw), args.steps))
+        mpinn_s = statistics.median(timed_calls(comm, mpinn_path, args.steps))
         rows.append({"bytes": model.grads.nbytes, "buckets": len(strategy.buckets),
                      "raw_mpi_s": raw_s, "mpinn_s": mpinn_s})
     return {"allreduce": rows}
@@ -179,7 +157,7 @@ def main() -> None:
     parser.add_argument("--group-size", type=int, default=128, help="train: deterministic groups")
     parser.add_argument("--sha", action="store_true", help="train: print the parameters' SHA-256")
     args = parser.parse_args()
-    comm = MPI.COMM_WORLD
+    comm = Communicator.world()
     modes = {"train": train, "ceiling": ceiling, "torch-ddp": torch_ddp, "allreduce": allreduce, "p2p": p2p}
     result = modes[args.mode](args, comm)
     if comm.rank == 0:

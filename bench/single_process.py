@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import add_output_argument, has_torch, markdown_table, median_seconds, write_json  # noqa: E402
+from common import add_output_argument, has_torch, markdown_table, write_json  # noqa: E402
 
 import numpy as np  # noqa: E402
 
@@ -25,6 +25,7 @@ import mpinn.nn.layers  # noqa: E402
 from mpinn.nn import Dense, Sequential  # noqa: E402
 from mpinn.optim import SGD, Adam  # noqa: E402
 from mpinn.parallel import Communicator, DataParallel  # noqa: E402
+from mpinn.plan.measure import median_call_seconds  # noqa: E402
 
 CASES = [  # (name, layer widths, batch, optimizer, steps per round)
     ("784-32-10", (784, 32, 10), 128, "adam", 400),
@@ -125,7 +126,7 @@ class ProductTimer:
 def product_breakdown(step, steps: int) -> dict:
     """One round on the largest model: the step, its products inside it and the same
     products timed alone (median of 7 calls each)."""
-    step_s = median_seconds(step, steps)
+    step_s = median_call_seconds(step, steps, warmup=3)
     with ProductTimer() as timer:
         for _ in range(steps):
             step()
@@ -136,7 +137,7 @@ def product_breakdown(step, steps: int) -> dict:
     for (a_shape, a_order), (b_shape, b_order), has_out in calls:
         a, b = like(a_shape, a_order, rng), like(b_shape, b_order, rng)
         out = np.empty((a_shape[0], b_shape[1]), np.float32) if has_out else None
-        alone += median_seconds(lambda: np.matmul(a, b, out=out), 7)
+        alone += median_call_seconds(lambda: np.matmul(a, b, out=out), 7, warmup=3)
         flops += 2.0 * a_shape[0] * a_shape[1] * b_shape[1]
     return {"step_s": step_s, "products_in_step_s": inside, "products_alone_s": alone,
             "product_calls": len(calls), "product_flops": flops}
@@ -147,7 +148,8 @@ def gemm_gflops(repeats: int = 5) -> float:
     rng = np.random.default_rng(0)
     a, b = rng.random((512, 1024), dtype=np.float32), rng.random((1024, 1024), dtype=np.float32)
     out = np.empty((512, 1024), np.float32)
-    return 2 * 512 * 1024 * 1024 / median_seconds(lambda: np.matmul(a, b, out=out), repeats) / 1e9
+    seconds = median_call_seconds(lambda: np.matmul(a, b, out=out), repeats, warmup=3)
+    return 2 * 512 * 1024 * 1024 / seconds / 1e9
 
 
 def measure(args, with_torch: bool) -> tuple[list[dict], list[dict], list[float]]:
@@ -159,9 +161,9 @@ def measure(args, with_torch: bool) -> tuple[list[dict], list[dict], list[float]
         gemm.append(gemm_gflops())
         for name, _, batch, _, n in CASES:
             ours, theirs = steps[name]
-            rates[name]["mpinn"].append(batch / median_seconds(ours, n))
+            rates[name]["mpinn"].append(batch / median_call_seconds(ours, n, warmup=3))
             if theirs:
-                rates[name]["torch"].append(batch / median_seconds(theirs, n))
+                rates[name]["torch"].append(batch / median_call_seconds(theirs, n, warmup=3))
         name, _, _, _, n = CASES[-1]
         breakdowns.append(product_breakdown(steps[name][0], n))
     results = []

@@ -154,11 +154,11 @@ def unknown_flags_message(parser: argparse.ArgumentParser, command: str | None,
 
 def version_text() -> str:
     import numpy
-    from mpi4py import MPI, __version__ as mpi4py_version
 
     from mpinn import __version__
+    from mpinn.parallel.comm import mpi_versions
 
-    library = " ".join(MPI.Get_library_version().splitlines()[0].split())
+    mpi4py_version, library = mpi_versions()
     return f"mpinn {__version__} (numpy {numpy.__version__}, mpi4py {mpi4py_version}; MPI: {library})"
 
 
@@ -265,6 +265,6 @@ def _print_notices() -> None:
 
 
 def _rank() -> int:
-    from mpi4py import MPI
+    from mpinn.parallel.comm import Communicator
 
-    return MPI.COMM_WORLD.Get_rank()
+    return Communicator.world().rank

@@ -16,12 +16,10 @@ applied every step so far, so the servers' slices gathered together are the mode
 
 from __future__ import annotations
 
-import time
 from collections import Counter
 from typing import Any
 
 import numpy as np
-from mpi4py import MPI
 
 from mpinn.data.samplers import shard_range, shard_ranges
 from mpinn.errors import ConfigError
@@ -46,7 +44,6 @@ class WorkerRole:
         self.pulls: list[tuple[list, np.ndarray, np.ndarray] | None] = [None] * len(slices)
         self.sends: list[tuple[Any, np.ndarray]] = []
         self.lags: Counter[int] = Counter()  # steps ahead of the slowest worker, per step
-        self.wait_seconds = 0.0
 
     def step(self, model, x: np.ndarray, y: np.ndarray, batch: np.ndarray,
              accumulation_steps: int) -> np.ndarray:
@@ -70,12 +67,10 @@ class WorkerRole:
                     self._request_from(server, needed)
                 requests, version, params = self.pulls[server]
                 if self.held[server] >= needed:
-                    if not MPI.Request.Testall(requests):
+                    if not self.comm.Testall(requests):
                         break
                 else:
-                    start = time.perf_counter()
                     self.comm.Waitall(requests)
-                    self.wait_seconds += time.perf_counter() - start
                 self.pulls[server] = None
                 if version[0] > self.held[server]:
                     model.params[lo:hi] = params
@@ -86,10 +81,10 @@ class WorkerRole:
         parameters backward is using change only at the next step)."""
         for pull in self.pulls:
             if pull is not None:
-                MPI.Request.Testall(pull[0])
+                self.comm.Testall(pull[0])
 
     def _push(self, grads: np.ndarray) -> None:
-        self.sends = [(request, buf) for request, buf in self.sends if not request.Test()]
+        self.sends = [(request, buf) for request, buf in self.sends if not self.comm.Test(request)]
         for server, (lo, hi) in enumerate(self.slices):
             buf = grads[lo:hi].copy()
             self.sends.append((self.comm.Isend(buf, server, TAG_GRAD), buf))
@@ -148,7 +143,6 @@ class AsyncParameterServer(Strategy):
                               f"on {comm.size} ranks; use at most {comm.size - 1} server(s)")
         self.comm, self.staleness = comm, staleness
         self.servers = servers if comm.size > 1 else 1
-        self.comm_seconds = 0.0
 
     def setup(self, model) -> None:
         """Rank 0's parameters everywhere; each server its slice and optimizer; roles assigned."""
@@ -186,14 +180,9 @@ class AsyncParameterServer(Strategy):
         applied that step (its tally is empty: workers count the samples)."""
         self.steps += 1
         if isinstance(self.role, ServerRole):
-            start = time.perf_counter()
             self.role.serve_until(self.steps)
-            self.comm_seconds += time.perf_counter() - start
             return np.zeros(3)
-        waited = getattr(self.role, "wait_seconds", 0.0)
-        tally = self.role.step(model, x, y, batch, accumulation_steps)
-        self.comm_seconds += getattr(self.role, "wait_seconds", 0.0) - waited
-        return tally
+        return self.role.step(model, x, y, batch, accumulation_steps)
 
     def share_params(self, model) -> np.ndarray:
         """Every rank takes the servers' current slices: the model after every step so far."""

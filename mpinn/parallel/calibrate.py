@@ -20,7 +20,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-from mpi4py import MPI
 
 from mpinn.parallel.comm import Communicator
 from mpinn.plan import fit, measure
@@ -49,33 +48,40 @@ def _repeats(nbytes: int, base: int) -> int:
     return base if nbytes <= 65536 else max(3, base // 3)
 
 
-def _timed_max(comm: MPI.Comm, op: Callable[[], object], repeats: int) -> float:
-    """Median over repetitions of the slowest rank's time for one collective call."""
-    op()
-    local = []
+def timed_calls(comm: Communicator, op: Callable[[], object], repeats: int) -> list[float]:
+    """This rank's wall time of each of ``repeats`` calls of ``op``, every call started
+    together (a barrier before each)."""
+    times = []
     for _ in range(repeats):
-        comm.Barrier()
+        comm.barrier()
         start = time.perf_counter()
         op()
-        local.append(time.perf_counter() - start)
-    slowest = np.array(local)
-    comm.Allreduce(MPI.IN_PLACE, slowest, op=MPI.MAX)
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def _timed_max(comm: Communicator, op: Callable[[], object], repeats: int) -> float:
+    """Median over repetitions of the slowest rank's time for one collective call."""
+    op()
+    slowest = comm.Allreduce(np.array(timed_calls(comm, op, repeats)), "max")
     return float(np.median(slowest))
 
 
-def _collective_op(comm: MPI.Comm, name: str, nbytes: int) -> Callable[[], object]:
-    p = comm.Get_size()
+def _collective_op(comm: Communicator, name: str, nbytes: int) -> Callable[[], object]:
+    """One call of a collective as the strategies make it (ZeRO's in-place Allgatherv)."""
+    p = comm.size
     elements = max(p, nbytes // 4 // p * p)
     whole = np.ones(elements, dtype=np.float32)
     part = np.ones(elements // p, dtype=np.float32)
-    return {"allreduce": lambda: comm.Allreduce(MPI.IN_PLACE, whole),
-            "reduce_scatter": lambda: comm.Reduce_scatter_block(whole, part),
-            "allgather": lambda: comm.Allgather(part, whole)}[name]
+    counts = [elements // p] * p
+    return {"allreduce": lambda: comm.Allreduce(whole),
+            "reduce_scatter": lambda: comm.Reduce_scatter(whole, part, counts),
+            "allgather": lambda: comm.Allgatherv(whole, counts)}[name]
 
 
-def measure_collectives(comm: MPI.Comm, sizes: Sizes) -> dict:
+def measure_collectives(comm: Communicator, sizes: Sizes) -> dict:
     """Points and alpha-beta fits of every collective over ``comm``."""
-    p, result = comm.Get_size(), {}
+    p, result = comm.size, {}
     for name, algorithms in fit.COLLECTIVE_ALGORITHMS.items():
         points = [(n, _timed_max(comm, _collective_op(comm, name, n), _repeats(n, sizes.repeats)))
                   for n in sizes.collective_bytes]
@@ -86,24 +92,24 @@ def measure_collectives(comm: MPI.Comm, sizes: Sizes) -> dict:
     return result
 
 
-def ping_pong(comm: MPI.Comm, peer: int, sizes: Sizes) -> list[tuple[int, float]]:
+def ping_pong(comm: Communicator, peer: int, sizes: Sizes) -> list[tuple[int, float]]:
     """One-way times (half the round trip) between rank 0 and ``peer``; collective call."""
-    rank, points = comm.Get_rank(), []
+    rank, points = comm.rank, []
     for nbytes in sizes.p2p_bytes:
         buf = np.zeros(nbytes, dtype=np.uint8)
         times = []
         for repeat in range(_repeats(nbytes, 5 * sizes.repeats) + 1):
             start = time.perf_counter()
             if rank == 0:
-                comm.Send(buf, dest=peer)
-                comm.Recv(buf, source=peer)
+                comm.Send(buf, peer)
+                comm.Recv(buf, peer)
             elif rank == peer:
-                comm.Recv(buf, source=0)
-                comm.Send(buf, dest=0)
+                comm.Recv(buf, 0)
+                comm.Send(buf, 0)
             if repeat:
                 times.append((time.perf_counter() - start) / 2)
         points.append((nbytes, statistics.median(times) if times else 0.0))
-    return comm.bcast(points, root=0)
+    return comm.bcast_obj(points)
 
 
 def link_entry(points: list[tuple[int, float]], collectives: dict | None) -> dict:
@@ -124,17 +130,17 @@ def overlap_share(comm: Communicator, sizes: Sizes) -> float:
         for _ in range(chunks):
             chunk @ chunk
             if request is not None:
-                request.Test()
-    comm_s = _timed_max(comm.mpi, lambda: comm.Allreduce(buf), sizes.repeats)
+                comm.Test(request)
+    comm_s = _timed_max(comm, lambda: comm.Allreduce(buf), sizes.repeats)
     chunk_s = comm.bcast_obj(measure.median_call_seconds(lambda: compute(1), 10))
     chunks = max(1, round(comm_s / chunk_s))
-    compute_s = _timed_max(comm.mpi, lambda: compute(chunks), sizes.repeats)
+    compute_s = _timed_max(comm, lambda: compute(chunks), sizes.repeats)
 
     def both() -> None:
         request = comm.Iallreduce(buf)
         compute(chunks, request)
-        request.Wait()
-    both_s = _timed_max(comm.mpi, both, sizes.repeats)
+        comm.Waitall([request])
+    both_s = _timed_max(comm, both, sizes.repeats)
     hidden = (comm_s + compute_s - both_s) / min(comm_s, compute_s)
     return float(min(1.0, max(0.0, hidden)))
 
@@ -161,9 +167,9 @@ def measure_compute(comm: Communicator, spec: ModelSpec, sizes: Sizes, oversubsc
 
 def _node_layout(comm: Communicator) -> tuple[list[int], int]:
     """Node index of every rank (by shared-memory domain) and the most ranks on one node."""
-    node_comm = comm.mpi.Split_type(MPI.COMM_TYPE_SHARED)
-    leader = node_comm.bcast(comm.rank, root=0)
-    node_comm.Free()
+    node_comm = comm.split_node()
+    leader = node_comm.bcast_obj(comm.rank)
+    node_comm.free()
     leaders = comm.allgather_obj(leader)
     index = {r: i for i, r in enumerate(sorted(set(leaders)))}
     nodes = [index[r] for r in leaders]
@@ -173,16 +179,16 @@ def _node_layout(comm: Communicator) -> tuple[list[int], int]:
 def _network(comm: Communicator, nodes: list[int], sizes: Sizes) -> dict:
     same = [r for r in range(1, comm.size) if nodes[r] == nodes[0]]
     other = [r for r in range(1, comm.size) if nodes[r] != nodes[0]]
-    world_collectives = measure_collectives(comm.mpi, sizes)
+    world_collectives = measure_collectives(comm, sizes)
     network = {"overlap": overlap_share(comm, sizes)}
     if other:
-        network["inter_node"] = link_entry(ping_pong(comm.mpi, other[0], sizes), world_collectives)
+        network["inter_node"] = link_entry(ping_pong(comm, other[0], sizes), world_collectives)
     if same:
-        node_comm = comm.mpi.Split(nodes[comm.rank], comm.rank)
+        node_comm = comm.split(nodes[comm.rank])
         # Across nodes, within each node (all nodes at once, as a run's groups would be).
         intra_collectives = measure_collectives(node_comm, sizes) if other else world_collectives
-        node_comm.Free()
-        network["intra_node"] = link_entry(ping_pong(comm.mpi, same[0], sizes), intra_collectives)
+        node_comm.free()
+        network["intra_node"] = link_entry(ping_pong(comm, same[0], sizes), intra_collectives)
     else:
         network["intra_node"] = {**network["inter_node"]}
         network["intra_node"]["note"] = "one rank per node: intra-node link not measured, copied"

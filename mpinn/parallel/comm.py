@@ -1,4 +1,11 @@
-"""An explicit communicator object: the only door to MPI, passed around, never a global."""
+"""An explicit communicator object: the only door to MPI, passed around, never a global.
+
+Every MPI call of the package goes through a :class:`Communicator` method: collectives,
+point-to-point messages, the requests they return (wait, test, cancel) and the reduction
+ops (named: ``"sum"``, ``"max"``, ``"min"``). Each call adds its wall time to one counter
+shared with the communicator's splits (``seconds``): a strategy's time in communication is
+read there, never timed by hand.
+"""
 
 from __future__ import annotations
 
@@ -20,59 +27,62 @@ from mpinn.parallel.heartbeat import Heartbeat
 from mpinn.parallel.watchdog import Watchdog
 
 Method = TypeVar("Method", bound=Callable[..., Any])
+Request = MPI.Request
+OPS = {"sum": MPI.SUM, "max": MPI.MAX, "min": MPI.MIN}
 ABORT_GRACE_SECONDS = 0.5
 RUN_DIR_VARIABLE = "MPINN_RUN_DIR"
 
 
-def watched(method: Method) -> Method:
-    """A blocking communicator method: noted in the heartbeat record and run under the
-    watchdog, when the communicator has them."""
-    name = method.__name__.encode()
+def _mpi_call(blocking: bool) -> Callable[[Method], Method]:
+    """Decorates a communicator method that calls MPI: its wall time is added to the shared
+    ``seconds``; it is noted in the heartbeat record (if any); a blocking one runs under the
+    watchdog (if any)."""
+    def decorate(method: Method) -> Method:
+        name = method.__name__.encode()
 
-    @functools.wraps(method)
-    def wrapper(self: "Communicator", *args: Any, **kwargs: Any) -> Any:
-        beat, dog = self.shared.heartbeat, self.shared.watchdog
-        if beat is None and dog is None:
-            return method(self, *args, **kwargs)
-        if beat is not None:
-            beat.enter(name, True)
-        try:
-            if dog is None:
-                return method(self, *args, **kwargs)
-            with dog.watch(method.__name__):
-                return method(self, *args, **kwargs)
-        finally:
-            if beat is not None:
-                beat.leave()
-    return wrapper  # type: ignore[return-value]
+        @functools.wraps(method)
+        def wrapper(self: "Communicator", *args: Any, **kwargs: Any) -> Any:
+            shared = self.shared
+            beat, dog = shared.heartbeat, shared.watchdog if blocking else None
+            start = time.perf_counter()
+            try:
+                if beat is not None:
+                    beat.enter(name, blocking)
+                if dog is None:
+                    return method(self, *args, **kwargs)
+                with dog.watch(method.__name__):
+                    return method(self, *args, **kwargs)
+            finally:
+                if beat is not None and blocking:
+                    beat.leave()
+                shared.seconds += time.perf_counter() - start
+        return wrapper  # type: ignore[return-value]
+    return decorate
 
 
-def noted(method: Method) -> Method:
-    """A non-blocking communicator method: noted in the heartbeat record, if any."""
-    name = method.__name__.encode()
-
-    @functools.wraps(method)
-    def wrapper(self: "Communicator", *args: Any, **kwargs: Any) -> Any:
-        if self.shared.heartbeat is not None:
-            self.shared.heartbeat.enter(name, False)
-        return method(self, *args, **kwargs)
-    return wrapper  # type: ignore[return-value]
+watched = _mpi_call(blocking=True)
+noted = _mpi_call(blocking=False)
 
 
 class _Shared:
-    """What a communicator shares with its splits: the watchdog and the heartbeat record."""
+    """What a communicator shares with its splits: the watchdog, the heartbeat record and
+    the seconds spent in MPI calls."""
 
     def __init__(self, watchdog: Watchdog | None = None) -> None:
         self.watchdog = watchdog
         self.heartbeat: Heartbeat | None = None
+        self.seconds = 0.0
 
 
 class Communicator:
     """A thin wrapper over an mpi4py communicator, methods named after the MPI calls.
 
     Buffer methods (``Allreduce``, ``Iallreduce``, ``Bcast``) move numpy arrays in place;
-    the lower-case ``*_obj`` twins move small Python objects.
+    the lower-case ``*_obj`` twins move small Python objects. Non-blocking methods return a
+    request, completed through ``Waitall``, ``Waitany``, ``Test``, ``Testall`` or ``Cancel``.
     """
+
+    NULL_REQUEST = MPI.REQUEST_NULL  # an inactive request: Waitany skips it
 
     def __init__(self, mpi_comm: MPI.Comm, watchdog: Watchdog | None = None,
                  shared: _Shared | None = None) -> None:
@@ -82,6 +92,11 @@ class Communicator:
         self.is_root = self.rank == 0
         self.shared = shared or _Shared(watchdog)
         self._padded: np.ndarray | None = None  # Allgatherv's scratch for unequal blocks
+
+    @property
+    def seconds(self) -> float:
+        """Wall seconds spent in this communicator's (and its splits') MPI calls so far."""
+        return self.shared.seconds
 
     @property
     def watchdog(self) -> Watchdog | None:
@@ -128,11 +143,21 @@ class Communicator:
         """How many ranks of this communicator share this rank's node (and its memory)."""
         if self.size == 1:
             return 1
-        node = self.mpi.Split_type(MPI.COMM_TYPE_SHARED)
+        node = self.split_node()
         try:
-            return node.Get_size()
+            return node.size
         finally:
-            node.Free()
+            node.free()
+
+    def split_node(self) -> "Communicator":
+        """Sub-communicator of the ranks that share this rank's node (shared memory), in rank
+        order; ``free`` it when done."""
+        return Communicator(self.mpi.Split_type(MPI.COMM_TYPE_SHARED, key=self.rank),
+                            shared=self.shared)
+
+    def free(self) -> None:
+        """Release a sub-communicator made by ``split`` or ``split_node``."""
+        self.mpi.Free()
 
     def note_step(self, step: int) -> None:
         """Tell the watchdog (if any) which step is running, for its report."""
@@ -150,26 +175,35 @@ class Communicator:
                             shared=self.shared)
 
     @watched
-    def Allreduce(self, buf: np.ndarray, op: MPI.Op = MPI.SUM) -> np.ndarray:
-        """Reduce ``buf`` over all ranks, in place; returns ``buf``."""
+    def Allreduce(self, buf: np.ndarray, op: str = "sum") -> np.ndarray:
+        """Reduce ``buf`` over all ranks, in place, by ``op`` (sum, max, min); returns ``buf``."""
         if self.size > 1:
-            self.mpi.Allreduce(MPI.IN_PLACE, buf, op=op)
+            self.mpi.Allreduce(MPI.IN_PLACE, buf, op=OPS[op])
         return buf
 
     @noted
-    def Iallreduce(self, buf: np.ndarray, op: MPI.Op = MPI.SUM) -> MPI.Request:
+    def Iallreduce(self, buf: np.ndarray, op: str = "sum") -> Request:
         """Start an in-place non-blocking reduction of ``buf``; wait on the returned request."""
-        return self.mpi.Iallreduce(MPI.IN_PLACE, buf, op=op)
+        return self.mpi.Iallreduce(MPI.IN_PLACE, buf, op=OPS[op])
 
     @noted
-    def Isend(self, buf: np.ndarray, dest: int, tag: int) -> MPI.Request:
+    def Isend(self, buf: np.ndarray, dest: int, tag: int) -> Request:
         """Start sending ``buf`` to rank ``dest``; keep ``buf`` alive until the request completes."""
         return self.mpi.Isend(buf, dest=dest, tag=tag)
 
     @noted
-    def Irecv(self, buf: np.ndarray, source: int, tag: int) -> MPI.Request:
+    def Irecv(self, buf: np.ndarray, source: int, tag: int) -> Request:
         """Start receiving into ``buf`` from rank ``source``; wait on the returned request."""
         return self.mpi.Irecv(buf, source=source, tag=tag)
+
+    @watched
+    def Send(self, buf: np.ndarray, dest: int, tag: int = 0) -> None:
+        self.mpi.Send(buf, dest=dest, tag=tag)
+
+    @watched
+    def Recv(self, buf: np.ndarray, source: int, tag: int = 0) -> np.ndarray:
+        self.mpi.Recv(buf, source=source, tag=tag)
+        return buf
 
     @watched
     def gather_obj(self, obj: Any, root: int = 0) -> list[Any] | None:
@@ -191,31 +225,48 @@ class Communicator:
         return self.mpi.allgather(obj) if self.size > 1 else [obj]
 
     @watched
-    def allreduce_obj(self, obj: Any, op: MPI.Op = MPI.SUM) -> Any:
-        return self.mpi.allreduce(obj, op=op) if self.size > 1 else obj
+    def allreduce_obj(self, obj: Any, op: str = "sum") -> Any:
+        return self.mpi.allreduce(obj, op=OPS[op]) if self.size > 1 else obj
 
     @watched
     def barrier(self) -> None:
         self.mpi.Barrier()
 
     @watched
-    def Waitall(self, requests: list[MPI.Request]) -> None:
+    def Waitall(self, requests: list[Request]) -> None:
         """Complete every request in the list (non-blocking calls started on this communicator)."""
         MPI.Request.Waitall(requests)
 
     @watched
-    def Waitany(self, requests: list[MPI.Request]) -> int:
+    def Waitany(self, requests: list[Request]) -> int:
         """Complete one request of the list and return its index (MPI.UNDEFINED if none is active)."""
         return MPI.Request.Waitany(requests)
 
+    @noted
+    def Testall(self, requests: list[Request]) -> bool:
+        """Whether every request of the list is complete (completing them if so); a call also
+        lets MPI move pending messages along."""
+        return MPI.Request.Testall(requests)
+
+    @noted
+    def Test(self, request: Request) -> bool:
+        """Whether ``request`` is complete (completing it if so)."""
+        return request.Test()
+
+    @noted
+    def Cancel(self, request: Request) -> None:
+        """Cancel a pending request (a receive no message will match); still complete it."""
+        request.Cancel()
+
     @watched
     def Reduce_scatter(self, sendbuf: np.ndarray | None, recvbuf: np.ndarray, counts: list[int],
-                       op: MPI.Op = MPI.SUM) -> np.ndarray:
+                       op: str = "sum") -> np.ndarray:
         """Reduce ``sendbuf`` over all ranks; rank r receives block r (``counts[r]`` elements,
         blocks in rank order) in ``recvbuf``, which it returns. With ``sendbuf=None`` the whole
         ``recvbuf`` is the input and this rank's reduced block lands at its start (returned)."""
         if self.size > 1:
-            self.mpi.Reduce_scatter(MPI.IN_PLACE if sendbuf is None else sendbuf, recvbuf, counts, op=op)
+            self.mpi.Reduce_scatter(MPI.IN_PLACE if sendbuf is None else sendbuf, recvbuf, counts,
+                                    op=OPS[op])
         elif sendbuf is not None:
             recvbuf[...] = sendbuf
         return recvbuf[:counts[self.rank]] if sendbuf is None else recvbuf
@@ -274,6 +325,13 @@ class Communicator:
         differing = [r for r, d in enumerate(digests) if d != digests[0]]
         if differing:
             raise RuntimeError(f"{what} differ between ranks: ranks {differing} disagree with rank 0")
+
+
+def mpi_versions() -> tuple[str, str]:
+    """(the mpi4py version, the MPI library's own one-line version)."""
+    from mpi4py import __version__
+
+    return __version__, " ".join(MPI.Get_library_version().splitlines()[0].split())
 
 
 def _heartbeat_folder(run_dir: str | Path | None) -> tuple[str, str | None]:

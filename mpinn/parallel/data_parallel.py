@@ -8,14 +8,11 @@ backward has produced them, overlapping communication with the rest of backward.
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
-from mpi4py import MPI
 
 from mpinn.data.samplers import shard_range, shard_ranges
 from mpinn.errors import ConfigError
-from mpinn.parallel.comm import Communicator
+from mpinn.parallel.comm import Communicator, Request
 from mpinn.parallel.exact import ExactGradients
 from mpinn.parallel.strategy import Strategy
 from mpinn.nn.step import accumulate_gradients, evaluate_rows
@@ -49,7 +46,6 @@ class DataParallel(Strategy):
         self.comm = comm
         self.bucket_mb = bucket_mb
         self.overlap = overlap
-        self.comm_seconds = 0.0
         self.exact = ExactGradients(comm, group_size) if deterministic else None
 
     def setup(self, model) -> None:
@@ -95,17 +91,13 @@ class DataParallel(Strategy):
 
     def start_reduction(self, lo: int, hi: int) -> None:
         """Start the Allreduce of the final grid sums ``exact.sums[lo:hi]`` (exact: integers)."""
-        start = time.perf_counter()
         self._requests.append(self.comm.Iallreduce(self.exact.sums[lo:hi]))
-        MPI.Request.Testall(self._requests)
-        self.comm_seconds += time.perf_counter() - start
+        self.comm.Testall(self._requests)
 
     def wait_reductions(self) -> None:
         """Complete every reduction started since ``begin_step``."""
-        start = time.perf_counter()
         self.comm.Waitall(self._requests)
         self._requests = []
-        self.comm_seconds += time.perf_counter() - start
 
     def reduce_exact(self, model) -> None:
         """Deterministic mode: the exact sum of every rank's grid sums, as the global-mean
@@ -113,9 +105,7 @@ class DataParallel(Strategy):
         if self.exact_reducer() is not None:
             self.wait_reductions()
         else:
-            start = time.perf_counter()
             self.comm.Allreduce(self.exact.sums)
-            self.comm_seconds += time.perf_counter() - start
         self.exact.to_gradients(self.exact.sums, model.grads)
 
     def apply_update(self, model) -> None:
@@ -154,16 +144,14 @@ class DataParallel(Strategy):
         return state
 
     def begin_step(self) -> None:
-        self._requests: list[MPI.Request] = []
+        self._requests: list[Request] = []
 
     def on_grads_ready(self, offset: int) -> None:
         """Backward hook: grads[offset:] is final; start every bucket it completes."""
         if self.comm.size == 1 or not self.overlap:
             return
-        start = time.perf_counter()
         self._start_buckets(offset)
-        MPI.Request.Testall(self._requests)  # lets MPI progress while backward goes on
-        self.comm_seconds += time.perf_counter() - start
+        self.comm.Testall(self._requests)  # lets MPI progress while backward goes on
 
     def _start_buckets(self, offset: int) -> None:
         while len(self._requests) < len(self.buckets) and self.buckets[len(self._requests)][0] >= offset:
@@ -174,10 +162,8 @@ class DataParallel(Strategy):
         """Complete the reduction of every bucket: grads now hold the global mean gradient."""
         if self.comm.size == 1:
             return
-        start = time.perf_counter()
         if self.overlap:
             self._start_buckets(0)
             self.comm.Waitall(self._requests)
         else:
             self.comm.Allreduce(self._grads)
-        self.comm_seconds += time.perf_counter() - start

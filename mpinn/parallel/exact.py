@@ -26,7 +26,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from mpi4py import MPI
 
 from mpinn.data.samplers import shard_range
 from mpinn.errors import ConfigError
@@ -85,7 +84,7 @@ class ExactGradients:
             if self.exponent is None:
                 self.exponent = self._exponent_for(1.0, n_groups)
             tally, local_max = self._grid_sums(model, x, y, batch, n_groups)
-            largest = self.comm.Allreduce(np.array([local_max]), op=MPI.MAX)[0]
+            largest = self.comm.Allreduce(np.array([local_max]), op="max")[0]
             if not math.isfinite(largest):  # the step's gradients are NaN: the loop's guard acts
                 self.used_exponent = None  # so to_gradients hands the guard NaN, not integers
                 return tally

@@ -11,7 +11,6 @@ trades staleness between replicas for k times fewer exchanges.
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import numpy as np
@@ -32,7 +31,6 @@ class LocalSGD(Strategy):
             raise ConfigError(f"sync_every must be a positive integer, got {sync_every!r}")
         self.comm = comm
         self.sync_every = sync_every
-        self.comm_seconds = 0.0
 
     def setup(self, model) -> None:
         """Every replica starts from rank 0's parameters."""
@@ -72,9 +70,7 @@ class LocalSGD(Strategy):
         total = self.comm.allreduce_obj(weight)
         if total == 0:
             weight, total = 1, self.comm.size
-        start = time.perf_counter()
         summed = self.comm.Allreduce(model.params * model.params.dtype.type(weight))
-        self.comm_seconds += time.perf_counter() - start
         summed /= total
         return summed
 

@@ -27,7 +27,6 @@ from mpinn.parallel.data_parallel import DataParallel
 from mpinn.parallel.local_model import build_local_model, describe, measure_block_costs
 from mpinn.parallel.pipeline import PipelineRunner
 from mpinn.parallel.strategy import Strategy
-from mpinn.parallel.tensor import tensor_comm_seconds
 from mpinn.optim.clipping import TensorRuns
 from mpinn.optim.update import GradientClip, update
 from mpinn.layout import (GridShape, inference, make_schedule, parse_grid, plan_local_model,
@@ -104,14 +103,6 @@ class ModelParallel(Strategy):
                             self.comm.split(grid.size + d * grid.tensor + t, key=p),
                             self.comm.split(2 * grid.size + d * grid.pipeline + p, key=t))
         return self._groups
-
-    @property
-    def comm_seconds(self) -> float:
-        """Seconds waiting on messages: gradient reduction, pipeline receives, tensor Allreduces."""
-        if not hasattr(self, "runner"):
-            return 0.0
-        return (self.data_parallel.comm_seconds + self.runner.wait_seconds
-                + tensor_comm_seconds(self.part.model))
 
     # ---- steps -----------------------------------------------------------------------
     def train_step(self, model, x: np.ndarray, y: np.ndarray, batch: np.ndarray,

@@ -12,7 +12,6 @@ slice once the server has reached it.
 from __future__ import annotations
 
 import numpy as np
-from mpi4py import MPI
 
 from mpinn.parallel.comm import Communicator
 from mpinn.optim.update import GradientClip, update
@@ -81,7 +80,7 @@ class ServerRole:
         while not all(self.done):
             self._handle(self.comm.Waitany(self.requests))
         for request in self.requests[:len(self.worker_ranks)]:
-            request.Cancel()
+            self.comm.Cancel(request)
         replies = [request for requests, _ in self.sends for request in requests]
         self.comm.Waitall(self.requests[:len(self.worker_ranks)] + replies)
         self.sends = []
@@ -94,7 +93,7 @@ class ServerRole:
             self.requests[index] = self._post_grad(worker)
         elif self.pull_buffers[worker][0] == DONE:
             self.done[worker] = True
-            self.requests[index] = MPI.REQUEST_NULL
+            self.requests[index] = self.comm.NULL_REQUEST
         else:
             self.pending[worker] = int(self.pull_buffers[worker][0])
             self.requests[index] = self._post_pull(worker)
@@ -102,7 +101,7 @@ class ServerRole:
 
     def _answer_pulls(self) -> None:
         """Send the current slice to every worker whose pull the current version satisfies."""
-        self.sends = [(reqs, bufs) for reqs, bufs in self.sends if not MPI.Request.Testall(reqs)]
+        self.sends = [(reqs, bufs) for reqs, bufs in self.sends if not self.comm.Testall(reqs)]
         for worker, wanted in list(self.pending.items()):
             if self.shard.version >= wanted:
                 del self.pending[worker]

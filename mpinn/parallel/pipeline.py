@@ -14,7 +14,6 @@ from __future__ import annotations
 import time
 
 import numpy as np
-from mpi4py import MPI
 
 from mpinn.nn import Sequential
 from mpinn.parallel.comm import Communicator
@@ -41,7 +40,6 @@ class PipelineRunner:
         self._free: list[Sequential] = []
         self.replicas = 0  # shared copies made so far: the most micro-batches ever in flight
         self.compute_seconds = 0.0
-        self.wait_seconds = 0.0
 
     def run(self, program: list[Action], x: np.ndarray, y: np.ndarray, chunks: list[np.ndarray],
             n_global: int, training: bool, on_grads_ready=None) -> np.ndarray:
@@ -55,9 +53,7 @@ class PipelineRunner:
         self._tally = np.zeros(3)
         for i, action in enumerate(program):
             self._execute(i, action)
-        start = time.perf_counter()
         self.comm.Waitall([request for request, _ in self._sends])
-        self.wait_seconds += time.perf_counter() - start
         return self._tally
 
     def _execute(self, i: int, action: Action) -> None:
@@ -79,9 +75,9 @@ class PipelineRunner:
         """Let MPI move pending messages (without an asynchronous progress thread, a large
         message only advances while both ends are inside MPI calls) and let go of the buffers of
         completed sends, so that 1F1B really holds only what it has in flight."""
-        self._sends = [(request, buf) for request, buf in self._sends if not request.Test()]
+        self._sends = [(request, buf) for request, buf in self._sends if not self.comm.Test(request)]
         if self._posted:
-            MPI.Request.Testall([request for request, _ in self._posted.values()])
+            self.comm.Testall([request for request, _ in self._posted.values()])
 
     def _post(self, i: int) -> None:
         action = self._program[i]
@@ -100,9 +96,7 @@ class PipelineRunner:
         if i not in self._posted:
             self._post(i)
         request, buf = self._posted.pop(i)
-        start = time.perf_counter()
         self.comm.Waitall([request])
-        self.wait_seconds += time.perf_counter() - start
         self._inbox[action.micro_batch] = buf
 
     def _forward(self, i: int, action: Action) -> None:

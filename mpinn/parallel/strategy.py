@@ -18,8 +18,12 @@ class Strategy:
     """Base class; ``comm`` spans every rank taking part, and its rank 0 logs and writes."""
 
     comm: Communicator
-    comm_seconds: float = 0.0  # time spent waiting on communication, for the metrics log
     lockstep: bool = True  # every rank finishes step t before any starts t + 1
+
+    @property
+    def comm_seconds(self) -> float:
+        """Seconds this rank has spent in MPI calls (``comm`` and its splits), for the metrics log."""
+        return self.comm.seconds
 
     def setup(self, model) -> None:
         """Before the first step: distribute or check the initial parameters."""

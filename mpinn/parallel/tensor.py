@@ -11,59 +11,44 @@ layers (same math, same flat-buffer views) plus that one exchange, usable in a S
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 
-from mpinn.nn import Dense, Sequential
+from mpinn.nn import Dense
 from mpinn.parallel.comm import Communicator
 
 
-class ColumnParallelDense(Dense):
-    """Output columns [lo, hi) of a Dense; backward sums the input gradient over ``comm``."""
-
-    kind = "column_dense"
+class _TensorParallelDense(Dense):
+    """A Dense holding a slice of a wide layer, exchanging over its tensor group ``comm``."""
 
     def __init__(self, units: int, comm: Communicator, use_bias: bool = True,
                  kernel_initializer: str = "glorot_uniform") -> None:
         super().__init__(units, use_bias=use_bias, kernel_initializer=kernel_initializer)
         self.comm = comm
-        self.comm_seconds = 0.0
+
+
+class ColumnParallelDense(_TensorParallelDense):
+    """Output columns [lo, hi) of a Dense; backward sums the input gradient over ``comm``."""
+
+    kind = "column_dense"
 
     def backward(self, dout: np.ndarray, need_input_grad: bool = True,
                  inplace: bool = False) -> np.ndarray | None:
         dx = super().backward(dout, need_input_grad, inplace)
         if dx is not None:
-            start = time.perf_counter()
             self.comm.Allreduce(dx)
-            self.comm_seconds += time.perf_counter() - start
         return dx
 
 
-class RowParallelDense(Dense):
+class RowParallelDense(_TensorParallelDense):
     """Input rows [lo, hi) of a Dense; forward sums the partial products over ``comm``, then
     adds the (whole, replicated) bias once."""
 
     kind = "row_dense"
 
-    def __init__(self, units: int, comm: Communicator, use_bias: bool = True,
-                 kernel_initializer: str = "glorot_uniform") -> None:
-        super().__init__(units, use_bias=use_bias, kernel_initializer=kernel_initializer)
-        self.comm = comm
-        self.comm_seconds = 0.0
-
     def forward(self, x: np.ndarray, training: bool = True, inplace: bool = False) -> np.ndarray:
         self._x = x
         y = x @ self.W
-        start = time.perf_counter()
         self.comm.Allreduce(y)
-        self.comm_seconds += time.perf_counter() - start
         if self.b is not None:
             y += self.b
         return y
-
-
-def tensor_comm_seconds(model: Sequential) -> float:
-    """Seconds the model's tensor-parallel layers spent in their Allreduces."""
-    return sum(getattr(layer, "comm_seconds", 0.0) for layer in model.layers)
-

@@ -24,11 +24,9 @@ over the ranks (exactly in deterministic mode, so the bits do not depend on N).
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import numpy as np
-from mpi4py import MPI
 
 from mpinn.errors import ConfigError
 from mpinn.parallel.comm import Communicator
@@ -57,7 +55,7 @@ class ZeroDataParallel(DataParallel):
         self.lo = sum(self.counts[:self.comm.rank])
         self.hi = self.lo + self.counts[self.comm.rank]
         self.optimizer = slice_twin(model.optimizer, self.lo, self.hi)
-        largest = (lambda value: self.comm.allreduce_obj(value, MPI.MAX)) if self.exact else None
+        largest = (lambda value: self.comm.allreduce_obj(value, "max")) if self.exact else None
         self.shard_clip = GradientClip(slice_runs(model, self.lo, self.hi), self.comm.Allreduce, largest)
         self.grad_shard = model.grads[:self.hi - self.lo] if self.stage == 2 else None
 
@@ -76,9 +74,7 @@ class ZeroDataParallel(DataParallel):
         """Sum the ranks' gradient buffers in place; this rank's slice of the global mean lands
         at the start of the buffer (``grad_shard``). The one place stage 2 reduces: a mode
         that needs another reduction overrides this method (see ``reduce_exact``)."""
-        start = time.perf_counter()
         self.comm.Reduce_scatter(None, self._grads, self.counts)
-        self.comm_seconds += time.perf_counter() - start
         return self.grad_shard
 
     def exact_reducer(self):
@@ -91,18 +87,14 @@ class ZeroDataParallel(DataParallel):
         if self.stage == 1:
             super().reduce_exact(model)
             return
-        start = time.perf_counter()
         sums = self.comm.Reduce_scatter(None, self.exact.sums, self.counts)
-        self.comm_seconds += time.perf_counter() - start
         self.exact.to_gradients(sums, self.grad_shard)
 
     def apply_update(self, model) -> None:
         """Step this rank's slice with its own optimizer, then share every slice with every rank."""
         grads = self.grad_shard if self.stage == 2 else model.grads[self.lo:self.hi]
         update(self.optimizer, model.params[self.lo:self.hi], grads, self.shard_clip)
-        start = time.perf_counter()
         self.comm.Allgatherv(model.params, self.counts)
-        self.comm_seconds += time.perf_counter() - start
 
     def memory_bytes(self, model) -> dict[str, int]:
         """What this rank holds, in bytes: optimizer state, the reduced gradient it keeps, and
