@@ -331,7 +331,7 @@ def mpi_versions() -> tuple[str, str]:
     """(the mpi4py version, the MPI library's own one-line version)."""
     from mpi4py import __version__
 
-    return __version__, " ".join(MPI.Get_library_version().splitlines()[0].split())
+    return __version__, " ".join(library_version().splitlines()[0].split())
 
 
 def _heartbeat_folder(run_dir: str | Path | None) -> tuple[str, str | None]:
