@@ -25,17 +25,16 @@ def launch(ranks: int, *args) -> dict:
     return launch_worker(WORKER, ranks, *args, timeout=600)
 
 
-TRAINING = [("sync", 2, []), ("local-sgd k=8", 2, ["--sync-every", 8]),
-            ("async s=1", 3, ["--staleness", 1]), ("async s=4", 3, ["--staleness", 4]),
-            ("async s=16", 3, ["--staleness", 16])]
+TRAINING = [("sync", "data", 2, []), ("local-sgd k=8", "local-sgd", 2, ["--sync-every", 8]),
+            ("async s=1", "async", 3, ["--staleness", 1]), ("async s=4", "async", 3, ["--staleness", 4]),
+            ("async s=16", "async", 3, ["--staleness", 16])]  # (label, registry name, ranks, options)
 
 
 def training_runs(args) -> list[dict]:
     runs = []
     for delay in (0.0, args.delay_ms):
-        for label, ranks, extra in TRAINING:
-            kind = label.split()[0]
-            result = launch(ranks, "train", "--strategy", kind, "--delay-ms", delay,
+        for label, strategy, ranks, extra in TRAINING:
+            result = launch(ranks, "train", "--strategy", strategy, "--delay-ms", delay,
                             "--epochs", args.epochs, *extra)
             runs.append({"label": label, **result})
     return runs
@@ -43,7 +42,7 @@ def training_runs(args) -> list[dict]:
 
 def memory_runs(args) -> list[dict]:
     ranks = [p for p in (1, 2, 4) if p <= args.max_ranks]
-    kinds = [("data parallel", ["--strategy", "sync"]), ("ZeRO-1", ["--strategy", "zero", "--zero-stage", 1]),
+    kinds = [("data parallel", ["--strategy", "data"]), ("ZeRO-1", ["--strategy", "zero", "--zero-stage", 1]),
              ("ZeRO-2", ["--strategy", "zero", "--zero-stage", 2])]
     return [{"label": label, **launch(p, "memory", "--batch", 64, *extra)} for p in ranks for label, extra in kinds]
 

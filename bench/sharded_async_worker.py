@@ -2,6 +2,8 @@
 
     mpiexec -n P python bench/sharded_async_worker.py train --strategy async --staleness 4 --delay-ms 5
     mpiexec -n P python bench/sharded_async_worker.py memory --strategy zero --zero-stage 2
+
+Strategies are built by name from mpinn's registry, with the options given here.
 """
 
 import argparse
@@ -16,21 +18,18 @@ import common  # noqa: E402,F401  (native BLAS kernel, one thread per rank)
 
 import numpy as np  # noqa: E402
 
+from mpinn import registry  # noqa: E402
 from mpinn.data import digits  # noqa: E402
 from mpinn.nn import Dense, Sequential  # noqa: E402
 from mpinn.optim import Adam  # noqa: E402
-from mpinn.parallel import (AsyncParameterServer, Communicator, DataParallel, LocalSGD,  # noqa: E402
-                            ZeroDataParallel)
+from mpinn.parallel import Communicator, ZeroDataParallel  # noqa: E402
 from mpinn.train import Callback  # noqa: E402
 
 
 def make_strategy(args, comm):
     """The strategy asked for, with its first worker sleeping ``delay_ms`` before each step."""
-    kinds = {"sync": lambda: DataParallel(comm),
-             "zero": lambda: ZeroDataParallel(comm, stage=args.zero_stage),
-             "async": lambda: AsyncParameterServer(comm, staleness=args.staleness),
-             "local-sgd": lambda: LocalSGD(comm, sync_every=args.sync_every)}
-    strategy = kinds[args.strategy]()
+    entry = registry.get(args.strategy)
+    strategy = entry.build(comm, entry.make_options(vars(args)))
     slow_rank = 1 if args.strategy == "async" and comm.size > 1 else 0
     if args.delay_ms and comm.rank == slow_rank:
         step = strategy.train_step
@@ -41,6 +40,9 @@ def make_strategy(args, comm):
 
         strategy.train_step = slowed
     return strategy
+
+
+COMPARED = tuple(name for name in registry.names() if name in ("data", "zero", "async", "local-sgd"))
 
 
 class EpochClock(Callback):
@@ -97,10 +99,9 @@ def memory(args, comm) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("mode", choices=["train", "memory"])
-    parser.add_argument("--strategy", default="sync", choices=["sync", "zero", "async", "local-sgd"])
-    parser.add_argument("--zero-stage", type=int, default=2)
-    parser.add_argument("--staleness", type=int, default=4)
-    parser.add_argument("--sync-every", type=int, default=8)
+    parser.add_argument("--strategy", default="data", choices=COMPARED)
+    for option in ("zero_stage", "staleness", "sync_every"):  # default: the registry's
+        parser.add_argument("--" + option.replace("_", "-"), type=int, default=argparse.SUPPRESS)
     parser.add_argument("--delay-ms", type=float, default=0.0)
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--batch", type=int, default=32)

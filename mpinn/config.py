@@ -1,7 +1,8 @@
 """Run configuration: a frozen dataclass filled from a TOML file and command-line flags.
 
 Stdlib only (no numpy), so the CLI can read it and set BLAS threads before numpy loads.
-Unknown keys and wrong types are rejected with the list of valid keys.
+Unknown keys and wrong types are rejected with the list of valid keys. The run's settings are
+declared here; each strategy's options come from :mod:`mpinn.registry`.
 """
 
 import dataclasses
@@ -12,21 +13,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-from mpinn.errors import ConfigError
+from mpinn import registry
+from mpinn.errors import ConfigError, require_positive_int
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:
     import tomli as tomllib
 
-STRATEGIES = ("data", "pipeline", "tensor", "grid", "zero", "async", "local-sgd")
-DETERMINISTIC_STRATEGIES = ("data", "zero")
 SAMPLERS = ("random", "contiguous")
 RESUME_CHOICES = ("never", "auto", "fresh")
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")  # the names mpinn.optim.OPTIMIZERS registers
 ACTIVATIONS = ("relu", "leaky_relu", "tanh", "sigmoid")  # hidden activations of mpinn.nn
-SCHEDULES = ("1f1b", "gpipe")
-BALANCES = ("params", "time")
 LR_SCHEDULES = ("step", "cosine", "warmup-cosine", "plateau")
 SCHEDULE_UNITS = ("epoch", "step")
 NONFINITE_CHOICES = ("stop", "skip")
@@ -36,7 +34,9 @@ DEFAULT_WATCHDOG_SECONDS = 600.0
 
 
 @dataclass(frozen=True)
-class TrainConfig:
+class RunSettings:
+    """The settings of a run other than the strategy's options (see :data:`TrainConfig`)."""
+
     dataset: str = "digits"
     hidden: tuple = (64,)
     activation: str = "relu"
@@ -60,7 +60,6 @@ class TrainConfig:
     sampler: str = "random"
     drop_last: bool = False
     accumulation_steps: int = 1
-    bucket_mb: float = 4.0
     threads: int = 1
     metrics: Optional[str] = None
     save: Optional[str] = None
@@ -75,26 +74,12 @@ class TrainConfig:
     watchdog: float = DEFAULT_WATCHDOG_SECONDS
     on_nonfinite: str = "stop"
     on_failure: str = "abort"
-    deterministic: bool = False
-    group_size: int = 128
-    stages: Optional[int] = None
-    micro_batches: int = 1
-    schedule: str = "1f1b"
-    boundaries: tuple = ()
-    balance: str = "params"
-    grid: Optional[str] = None
-    zero_stage: int = 2
-    staleness: int = 4
-    servers: int = 1
-    sync_every: int = 8
 
     def __post_init__(self) -> None:
-        for name in ("epochs", "batch_size", "accumulation_steps", "threads", "micro_batches"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be a positive integer, got {getattr(self, name)}")
-        for name in ("stages", "num_classes"):
-            if getattr(self, name) is not None and getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be a positive integer, got {getattr(self, name)}")
+        for name in ("epochs", "batch_size", "accumulation_steps", "threads"):
+            require_positive_int(name, getattr(self, name))
+        if self.num_classes is not None:
+            require_positive_int("num_classes", self.num_classes)
         if not 0 <= self.seed < SEED_LIMIT:
             raise ConfigError(f"seed must be an integer in [0, 2**32), got {self.seed}")
         self._check_reporting()
@@ -103,8 +88,9 @@ class TrainConfig:
         self._check_hyperparameters()
         if self.grid is not None and self.strategy == "data":  # --grid alone means --strategy grid
             object.__setattr__(self, "strategy", "grid")
-        if self.strategy not in STRATEGIES:
-            raise ConfigError(f"unknown strategy {self.strategy!r}; choose one of: {', '.join(STRATEGIES)}")
+        registry.get(self.strategy)
+        for entry in {entry.options: entry for entry in registry.entries()}.values():
+            entry.make_options(self)  # every option is checked, whichever strategy runs
         if self.sampler not in SAMPLERS:
             raise ConfigError(f"unknown sampler {self.sampler!r}; choose one of: {', '.join(SAMPLERS)}")
         if self.on_nonfinite not in NONFINITE_CHOICES:
@@ -114,29 +100,30 @@ class TrainConfig:
             raise ConfigError(f"unknown on_failure {self.on_failure!r}; choose one of: "
                               f"{', '.join(FAILURE_CHOICES)}")
         if self.on_nonfinite == "skip" and self.strategy == "async":
-            raise ConfigError("--on-nonfinite skip needs every rank in step; asynchronous servers "
-                              "apply steps on their own: use --on-nonfinite stop with --strategy async")
+            raise ConfigError("option on_nonfinite skip needs every rank in step; asynchronous servers "
+                              "apply steps on their own: use option on_nonfinite stop with option "
+                              "strategy async")
         self._check_checkpointing()
         self._check_lr_schedule()
-        self._check_deterministic()
-        self._check_sharded_and_async()
+        covered = registry.takes("deterministic")
+        if getattr(self, "deterministic", False) and self.strategy not in covered:
+            raise ConfigError(f"option deterministic covers option strategy {' and '.join(covered)}, "
+                              f"not {self.strategy}; drop one of the two")
 
     def _check_reporting(self) -> None:
         if self.verbose not in (0, 1, 2):
             raise ConfigError(f"verbose must be 0 (silent), 1 (progress) or 2 (one line per epoch), "
                               f"got {self.verbose}")
-        if self.log_every is not None and self.log_every < 1:
-            raise ConfigError(f"log_every must be a positive integer, got {self.log_every}")
+        if self.log_every is not None:
+            require_positive_int("log_every", self.log_every)
         if not 0.0 <= self.validation_split < 1.0:
             raise ConfigError(f"validation_split must lie in [0, 1) (0: no validation), "
                               f"got {self.validation_split}")
 
     def _check_hyperparameters(self) -> None:
         """Finite and in range: an infinite learning rate trains a NaN model, not an error."""
-        for name in ("lr", "bucket_mb"):
-            value = getattr(self, name)
-            if value is not None and not (math.isfinite(value) and value > 0):
-                raise ConfigError(f"{name} must be a positive finite number, got {value}")
+        if self.lr is not None:
+            registry.positive_number("lr", self.lr)
         for name in ("momentum", "weight_decay"):
             value = getattr(self, name)
             if value is not None and not (math.isfinite(value) and value >= 0):
@@ -165,26 +152,9 @@ class TrainConfig:
             raise ConfigError(f"lr_factor must be below 1 for the plateau schedule (it reduces the lr), "
                               f"got {self.lr_factor}")
         for name in ("lr_step_size", "lr_warmup", "lr_patience"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be a positive integer, got {getattr(self, name)}")
+            require_positive_int(name, getattr(self, name))
         if not self.lr_factor > 0 or self.lr_min < 0:
             raise ConfigError(f"lr_factor must be > 0 and lr_min >= 0, got {self.lr_factor} and {self.lr_min}")
-
-    def _check_deterministic(self) -> None:
-        if self.group_size < 1:
-            raise ConfigError(f"group_size must be a positive integer, got {self.group_size}")
-        if self.deterministic and self.strategy not in DETERMINISTIC_STRATEGIES:
-            raise ConfigError(f"--deterministic covers --strategy {' and '.join(DETERMINISTIC_STRATEGIES)}, "
-                              f"not {self.strategy}; drop one of the two")
-
-    def _check_sharded_and_async(self) -> None:
-        if self.zero_stage not in (1, 2):
-            raise ConfigError(f"zero_stage must be 1 or 2, got {self.zero_stage}")
-        if self.staleness < 0:
-            raise ConfigError(f"staleness must be >= 0 (0: synchronous), got {self.staleness}")
-        for name in ("servers", "sync_every"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be a positive integer, got {getattr(self, name)}")
 
     def optimizer_options(self) -> dict[str, float]:
         """The optimizer settings given (the others keep the optimizer's defaults, or on resume
@@ -226,12 +196,20 @@ def _whole(value: Any) -> int:
     return int(value)
 
 
+TrainConfig = dataclasses.make_dataclass(
+    "TrainConfig", [(f.name, f.type, dataclasses.field(default=f.default, metadata=f.metadata))
+                    for f in registry.option_fields()], bases=(RunSettings,), frozen=True)
+TrainConfig.__module__ = __name__
+TrainConfig.__doc__ = "A run's settings and every registered strategy's options (flat keys)."
+
+
 def known_keys() -> list[str]:
     return [f.name for f in dataclasses.fields(TrainConfig)]
 
 
 def make_config(values: dict[str, Any]) -> TrainConfig:
     """A TrainConfig from a mapping, rejecting unknown keys and wrong types."""
+    values = registry.renamed_keys(values)
     types = {f.name: f.type for f in dataclasses.fields(TrainConfig)}
     unknown = sorted(set(values) - set(types))
     if unknown:

@@ -6,6 +6,7 @@ before any collective, with a message that names what is wrong and how to fix it
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Iterable
 
 
@@ -23,6 +24,14 @@ def require_positive(name: str, value: float) -> None:
     """Raise ConfigError unless ``value`` is a number > 0."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
         raise ConfigError(f"{name} must be a positive number, got {value!r}")
+
+
+def require_positive_int(name: str, value: object) -> int:
+    """``value`` as an int, or a ConfigError naming ``name`` unless it is a whole number >= 1
+    (bools and non-integers such as 1.5 are rejected, not rounded)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
 
 
 class Preempted(Exception):

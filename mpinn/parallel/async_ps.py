@@ -28,6 +28,7 @@ from mpinn.parallel.param_server import (DONE, TAG_GRAD, TAG_PARAMS, TAG_PULL, T
                                          ServerRole)
 from mpinn.parallel.sharding import shard_counts, slice_twin, state_slice
 from mpinn.parallel.strategy import Strategy
+from mpinn.registry.async_ps import AsyncOptions
 from mpinn.nn.step import accumulate_gradients, evaluate_rows
 from mpinn.optim.update import GradientClip, slice_runs
 
@@ -135,9 +136,7 @@ class AsyncParameterServer(Strategy):
     lockstep = False  # workers run up to ``staleness`` steps apart
 
     def __init__(self, comm: Communicator, staleness: int = 4, servers: int = 1) -> None:
-        for name, value, low in (("staleness", staleness, 0), ("servers", servers, 1)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ConfigError(f"{name} must be an integer >= {low}, got {value!r}")
+        AsyncOptions(staleness=staleness, servers=servers)
         if comm.size > 1 and servers >= comm.size:
             raise ConfigError(f"asynchronous training needs at least one worker: {servers} server(s) "
                               f"on {comm.size} ranks; use at most {comm.size - 1} server(s)")

@@ -11,10 +11,10 @@ from __future__ import annotations
 import numpy as np
 
 from mpinn.data.samplers import shard_range, shard_ranges
-from mpinn.errors import ConfigError
 from mpinn.parallel.comm import Communicator, Request
 from mpinn.parallel.exact import ExactGradients
 from mpinn.parallel.strategy import Strategy
+from mpinn.registry.data import DataOptions
 from mpinn.nn.step import accumulate_gradients, evaluate_rows
 from mpinn.optim.update import GradientClip, update, whole_model_runs
 
@@ -41,8 +41,7 @@ class DataParallel(Strategy):
 
     def __init__(self, comm: Communicator, bucket_mb: float = 4.0, overlap: bool = True,
                  deterministic: bool = False, group_size: int = 128) -> None:
-        if not bucket_mb > 0:
-            raise ConfigError(f"bucket_mb must be positive, got {bucket_mb!r}")
+        DataOptions(bucket_mb=bucket_mb, deterministic=deterministic, group_size=group_size)
         self.comm = comm
         self.bucket_mb = bucket_mb
         self.overlap = overlap

@@ -16,9 +16,9 @@ from typing import Any
 import numpy as np
 
 from mpinn.data.samplers import shard_range, shard_ranges
-from mpinn.errors import ConfigError
 from mpinn.parallel.comm import Communicator
 from mpinn.parallel.strategy import Strategy
+from mpinn.registry.local_sgd import LocalSGDOptions
 from mpinn.nn.step import accumulate_gradients, evaluate_rows
 from mpinn.optim.update import GradientClip, update, whole_model_runs
 
@@ -27,8 +27,7 @@ class LocalSGD(Strategy):
     """Periodic model averaging over ``comm`` every ``sync_every`` steps."""
 
     def __init__(self, comm: Communicator, sync_every: int = 8) -> None:
-        if isinstance(sync_every, bool) or not isinstance(sync_every, int) or sync_every < 1:
-            raise ConfigError(f"sync_every must be a positive integer, got {sync_every!r}")
+        LocalSGDOptions(sync_every=sync_every)
         self.comm = comm
         self.sync_every = sync_every
 

@@ -21,20 +21,18 @@ from typing import Any
 import numpy as np
 
 from mpinn.data.samplers import shard_range
-from mpinn.errors import ConfigError, require_positive, unknown_name
+from mpinn.errors import ConfigError
 from mpinn.parallel.comm import Communicator
 from mpinn.parallel.data_parallel import DataParallel
 from mpinn.parallel.local_model import build_local_model, describe, measure_block_costs
 from mpinn.parallel.pipeline import PipelineRunner
 from mpinn.parallel.strategy import Strategy
+from mpinn.registry.model_parallel import ModelParallelOptions
 from mpinn.optim.clipping import TensorRuns
 from mpinn.optim.update import GradientClip, update
 from mpinn.layout import (GridShape, inference, make_schedule, parse_grid, plan_local_model,
                           stage_actions)
-from mpinn.layout.schedule import SCHEDULES
 from mpinn.layout.stages import block_starts
-
-BALANCES = ("params", "time")
 
 
 class ModelParallel(Strategy):
@@ -44,11 +42,8 @@ class ModelParallel(Strategy):
                  schedule: str = "1f1b", boundaries: tuple[int, ...] = (), balance: str = "params",
                  bucket_mb: float = 4.0) -> None:
         grid.check_world(comm.size)
-        require_positive("micro_batches", micro_batches)
-        if schedule not in SCHEDULES:
-            raise unknown_name("pipeline schedule", schedule, SCHEDULES)
-        if balance not in BALANCES:
-            raise unknown_name("stage balance", balance, BALANCES)
+        ModelParallelOptions(micro_batches=micro_batches, schedule=schedule, balance=balance,
+                             bucket_mb=bucket_mb)
         self.comm, self.grid = comm, grid
         self.micro_batches, self.schedule, self.balance = int(micro_batches), schedule, balance
         self.boundaries, self.bucket_mb = tuple(boundaries), bucket_mb
@@ -185,24 +180,24 @@ class ModelParallel(Strategy):
 
 
 def grid_for(strategy: str, size: int, stages: int | None = None, grid: str | None = None) -> GridShape:
-    """The grid that the CLI's ``--strategy`` (pipeline, tensor or grid), ``--stages`` and
-    ``--grid`` ask for over ``size`` ranks; ConfigError when they disagree with each other or
-    with ``size``."""
+    """The grid that the strategy (pipeline, tensor or grid) and the options ``stages`` and
+    ``grid`` ask for over ``size`` ranks; ConfigError when they disagree with each other or
+    with ``size`` (naming the options; the CLI writes them as flags)."""
     if strategy == "grid":
         if grid is None:
-            raise ConfigError("--strategy grid needs --grid, e.g. --grid data=2,pipeline=2")
+            raise ConfigError("option strategy grid needs option grid, e.g. option grid data=2,pipeline=2")
         shape = parse_grid(grid)
         shape.check_world(size)
         if stages is not None and stages != shape.pipeline:
-            raise ConfigError(f"--stages {stages} disagrees with the grid's pipeline={shape.pipeline}; "
-                              f"drop --stages or make them equal")
+            raise ConfigError(f"option stages {stages} disagrees with the grid's pipeline={shape.pipeline}; "
+                              f"drop option stages or make them equal")
         return shape
     if grid is not None:
-        raise ConfigError(f"--grid goes with --strategy grid, not --strategy {strategy}")
+        raise ConfigError(f"option grid goes with option strategy grid, not option strategy {strategy}")
     if strategy == "tensor":
         return GridShape(tensor=size)
     if stages is not None and stages != size:
-        hint = f", or --grid data={size // stages},pipeline={stages}" if size % stages == 0 else ""
+        hint = f", or option grid data={size // stages},pipeline={stages}" if size % stages == 0 else ""
         raise ConfigError(f"{stages} pipeline stages need {stages} ranks but the job has {size}; "
-                          f"launch with mpiexec -n {stages}, or give --stages {size}{hint}")
+                          f"launch with mpiexec -n {stages}, or give option stages {size}{hint}")
     return GridShape(pipeline=size)

@@ -28,13 +28,11 @@ from typing import Any
 
 import numpy as np
 
-from mpinn.errors import ConfigError
 from mpinn.parallel.comm import Communicator
 from mpinn.parallel.data_parallel import DataParallel
+from mpinn.registry.zero import ZeroOptions
 from mpinn.parallel.sharding import shard_counts, slice_twin, state_bytes, state_slice
 from mpinn.optim.update import GradientClip, slice_runs, update
-
-ZERO_STAGES = (1, 2)
 
 
 class ZeroDataParallel(DataParallel):
@@ -42,8 +40,7 @@ class ZeroDataParallel(DataParallel):
 
     def __init__(self, comm: Communicator, stage: int = 2, bucket_mb: float = 4.0,
                  overlap: bool = True, deterministic: bool = False, group_size: int = 128) -> None:
-        if stage not in ZERO_STAGES:
-            raise ConfigError(f"ZeRO stage must be 1 or 2, got {stage!r}")
+        ZeroOptions(zero_stage=stage)
         super().__init__(comm, bucket_mb=bucket_mb, overlap=overlap, deterministic=deterministic,
                          group_size=group_size)
         self.stage = stage

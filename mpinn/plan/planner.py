@@ -5,13 +5,14 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
-from mpinn.errors import ConfigError
+from mpinn import registry
+from mpinn.errors import ConfigError, require_positive_int
 from mpinn.plan.layouts import Layout
 from mpinn.plan.predict import DEFAULT_BUCKET_MB, Prediction, predict_layout
 from mpinn.plan.profile import Profile
 from mpinn.plan.workload import ModelSpec
 
-STRATEGIES = ("data", "zero", "pipeline", "tensor", "grid")
+STRATEGIES = registry.names(planned=True)  # the layouts' names (Layout.strategy)
 
 
 @dataclass(frozen=True)
@@ -140,8 +141,7 @@ def plan(spec: ModelSpec, batch: int, ranks_list: list[int], profile: Profile,
          memory_limit_bytes: float | None = None, bucket_mb: float = DEFAULT_BUCKET_MB,
          strategies: tuple[str, ...] = STRATEGIES) -> list[RankPlan]:
     """A :class:`RankPlan` per rank count (one rank is always plain data parallelism)."""
-    if batch < 1:
-        raise ConfigError(f"--batch-size must be a positive integer, got {batch}")
+    require_positive_int("option batch_size", batch)
     unknown = [s for s in strategies if s not in STRATEGIES]
     if unknown or not strategies:
         raise ConfigError(f"unknown strategy {unknown[0] if unknown else ''!r}; choose any of: "

@@ -4,12 +4,24 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from mpinn.errors import ConfigError
 from mpinn.plan.planner import STRATEGIES, RankPlan, efficiency, overall_best, prediction_dict
 from mpinn.plan.predict import Prediction
-from mpinn.plot import require_pyplot
 
 HEADER = ("ranks", "strategy", "layout", "step ms", "compute ms", "comm ms", "idle ms",
           "efficiency", "MiB/rank")
+
+
+def require_pyplot():
+    """matplotlib's pyplot on a file-only backend, or a ConfigError saying how to install it."""
+    try:
+        import matplotlib
+    except ImportError:
+        raise ConfigError("plotting needs matplotlib: pip install 'mpinn[plot]'") from None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
 
 
 def _ms(seconds: float, step_s: float) -> str:

@@ -119,8 +119,8 @@ def test_local_sgd_averages_every_k_steps_and_trains_digits(comm):
 
 
 @pytest.mark.parametrize("make, message", [
-    (lambda c: AsyncParameterServer(c, staleness=-1), "staleness must be an integer >= 0"),
-    (lambda c: AsyncParameterServer(c, servers=0), "servers must be an integer >= 1"),
+    (lambda c: AsyncParameterServer(c, staleness=-1), "staleness must be >= 0 steps"),
+    (lambda c: AsyncParameterServer(c, servers=0), "servers must be a positive integer"),
     (lambda c: LocalSGD(c, sync_every=0), "sync_every must be a positive integer"),
 ])
 def test_bad_settings_are_rejected_before_any_communication(comm, make, message):

@@ -9,8 +9,8 @@ import pytest
 
 from mpinn.data import load_dataset
 from mpinn.parallel import Communicator
-from mpinn.sweep import run_sweep, train_configuration
-from mpinn.sweep_config import make_sweep_spec
+from mpinn.cli.sweep import run_sweep, train_configuration
+from mpinn.cli.sweep_config import make_sweep_spec
 
 pytestmark = [pytest.mark.mpi, pytest.mark.timeout(120)]
 

@@ -103,5 +103,5 @@ def test_deterministic_zero_is_bitwise_deterministic_data_parallel_on_one_rank(c
 
 
 def test_bad_stage_is_rejected_before_any_communication(comm):
-    with pytest.raises(ConfigError, match="ZeRO stage must be 1 or 2, got 3"):
+    with pytest.raises(ConfigError, match="zero_stage must be 1 or 2, got 3"):
         ZeroDataParallel(comm, stage=3)

@@ -6,7 +6,7 @@ import json
 import pytest
 
 from mpinn.cli import main
-from mpinn.flags import NOTICES
+from mpinn.registry import NOTICES
 
 
 def run(capsys, *args):
@@ -31,7 +31,7 @@ def test_version_names_the_mpi_library(capsys):
 def test_train_help_shows_types_choices_switches_and_defaults(capsys):
     text = " ".join(help_text(capsys, "train").split())
     assert "[--drop-last | --no-drop-last]" in text
-    assert "--strategy {data,pipeline,tensor,grid,zero,async,local-sgd}" in text
+    assert "--strategy {data,async,grid,local-sgd,pipeline,tensor,zero}" in text  # the registry's
     assert "(default 20)" in text and "default None" not in text
 
 
@@ -99,7 +99,7 @@ def test_old_plan_spellings_work_with_one_notice(capsys, tmp_path):
 @pytest.mark.parametrize("optimizer, momentum, cost", [("sgd", 0, "sgd"), ("sgd", 0.9, "momentum"),
                                                        ("rmsprop", 0, "momentum"), ("adam", 0, "adam")])
 def test_plan_maps_each_optimizer_to_its_state_size(optimizer, momentum, cost):
-    from mpinn.plan.commands import cost_class
+    from mpinn.cli.planning import cost_class
 
     assert cost_class(optimizer, momentum) == cost
 

@@ -43,7 +43,7 @@ def test_gradients_that_outgrow_the_grid_are_recomputed_on_a_larger_one():
 
 
 def test_group_size_must_be_positive():
-    with pytest.raises(ConfigError, match="group size must be a positive integer"):
+    with pytest.raises(ConfigError, match="group_size must be a positive integer"):
         DataParallel(Communicator.local(), deterministic=True, group_size=0)
 
 

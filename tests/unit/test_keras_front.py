@@ -193,7 +193,7 @@ def test_each_unsupported_feature_is_named_with_what_mpinn_offers(call, message)
     (lambda: Sequential([layers.Dense(2), Input(shape=(3,))]), "Input/InputLayer must come first"),
     (lambda: Sequential([Input(shape=(3,)), layers.Dense(2)]).build(4), "x has 4 features but the "
                                                                       "model's Input declares 3"),
-    (lambda: tf.distribute.MirroredStrategy(deterministic=True, group_size=0), "group size must be a positive integer"),
+    (lambda: tf.distribute.MirroredStrategy(deterministic=True, group_size=0), "group_size must be a positive integer"),
 ])
 def test_bad_input_to_the_keras_front_names_the_problem(call, message):
     with pytest.raises(ConfigError, match=message):

@@ -150,7 +150,7 @@ def test_cli_plan_table_json_and_plot(capsys, tmp_path):
 
 
 def test_the_cost_model_loads_neither_mpi_nor_numpy_for_planning():
-    code = ("import sys, mpinn.plan.planner, mpinn.plan.report, mpinn.plan.commands; "
+    code = ("import sys, mpinn.plan.planner, mpinn.plan.report, mpinn.cli.planning; "
             "sys.exit(('mpi4py' in sys.modules) + 2 * ('numpy' in sys.modules))")
     assert subprocess.run([sys.executable, "-c", code], timeout=60).returncode == 0
 

@@ -3,7 +3,7 @@
 import pytest
 
 from mpinn.cli import main
-from mpinn.plot import read_metrics
+from mpinn.cli.plot import read_metrics
 
 
 def test_plot_draws_the_log_that_train_writes(tmp_path, capsys):

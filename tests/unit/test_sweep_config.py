@@ -6,8 +6,8 @@ import pytest
 from launch import mpinn
 
 from mpinn.errors import ConfigError
-from mpinn.sweep import format_table, group_count
-from mpinn.sweep_config import make_sweep_spec
+from mpinn.cli.sweep import format_table, group_count
+from mpinn.cli.sweep_config import make_sweep_spec
 
 
 def test_every_combination_is_one_configuration_in_order():

@@ -13,18 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from mpinn.errors import ConfigError
-
-
-def require_pyplot():
-    """matplotlib's pyplot on a file-only backend, or a ConfigError saying how to install it."""
-    try:
-        import matplotlib
-    except ImportError:
-        raise ConfigError("plotting needs matplotlib: pip install 'mpinn[plot]'") from None
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+from mpinn.plan.report import require_pyplot
 
 
 def read_metrics(path: str | Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:

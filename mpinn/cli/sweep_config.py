@@ -20,12 +20,12 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import itertools
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from mpinn.cli.flags import add_train_flags, typed
 from mpinn.config import TrainConfig, known_keys, make_config, read_toml
-from mpinn.errors import ConfigError
+from mpinn.errors import ConfigError, require_positive_int
 
 SWEEP_OPTIONS: dict[str, Any] = {"ranks_per_config": 1, "ensemble": False, "output": "sweep.json"}
 PER_RUN_OUTPUTS = ("save", "metrics", "checkpoint_dir")  # every run would write the same file
@@ -84,9 +84,7 @@ def _reject_unknown(kind: str, given: dict[str, Any], valid) -> None:
 
 
 def _check_options(settings: dict[str, Any]) -> None:
-    ranks = settings["ranks_per_config"]
-    if isinstance(ranks, bool) or not isinstance(ranks, int) or ranks < 1:
-        raise ConfigError(f"ranks_per_config must be a positive integer, got {ranks!r}")
+    require_positive_int("ranks_per_config", settings["ranks_per_config"])
     if not isinstance(settings["ensemble"], bool) or not isinstance(settings["output"], str):
         raise ConfigError("ensemble must be true or false and output a file name")
 
@@ -103,9 +101,8 @@ def _plain(value: Any) -> Any:
     return list(value) if isinstance(value, tuple) else value
 
 
-def add_sweep_command(commands, add_train_flags: Callable[..., None]) -> None:
-    """The ``sweep`` subcommand: the train flags it accepts (the base) plus the sweep's own."""
-    sweep = commands.add_parser("sweep", help="train a grid of configurations in parallel groups")
+def add_sweep_arguments(sweep: argparse.ArgumentParser) -> None:
+    """The train flags a sweep accepts (the base; not the per-run outputs) plus its own."""
     sweep.add_argument("--config", help="TOML file with [train], [vary] and [sweep] tables")
     add_train_flags(sweep, exclude=PER_RUN_OUTPUTS)
     sweep.add_argument("--vary", action="append", default=[], metavar="KEY=VALUE",
@@ -119,8 +116,7 @@ def add_sweep_command(commands, add_train_flags: Callable[..., None]) -> None:
 def sweep_spec(args: argparse.Namespace) -> SweepSpec:
     """Flags override the TOML file's tables; ``--vary`` values replace a TOML list for that key."""
     tables = load_toml_tables(args.config) if args.config else {}
-    base = {**tables.get("train", {}),
-            **{k: v for k, v in vars(args).items() if k in known_keys() and v is not None}}
+    base = {**tables.get("train", {}), **typed(args)}
     varied = {**tables.get("vary", {}), **_parse_vary(args.vary)}
     options = {**tables.get("sweep", {}),
                **{k: getattr(args, k) for k in SWEEP_OPTIONS if getattr(args, k) is not None}}

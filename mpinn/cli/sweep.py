@@ -12,22 +12,21 @@ are averaged (one Allreduce) and the ensemble is scored like a run.
 from __future__ import annotations
 
 import json
-import os
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from mpinn.commands import (build_model, check_memory, load_checked_dataset, lr_callbacks, lr_schedule,
-                             make_strategy)
+from mpinn.cli.commands import (build_model, check_memory, load_checked_dataset, lr_callbacks,
+                                lr_schedule, make_strategy)
+from mpinn.cli.sweep_config import SweepSpec
 from mpinn.config import TrainConfig
 from mpinn.data import Dataset
-from mpinn.outputs import check_output_file
-from mpinn.parallel.agreement import on_root
 from mpinn.errors import ConfigError
+from mpinn.io import atomic_write
+from mpinn.outputs import check_output_file
 from mpinn.parallel import Communicator, install_abort_hook
-from mpinn.sweep_config import SweepSpec
+from mpinn.parallel.agreement import on_root
 
 
 def group_count(world_size: int, ranks_per_config: int) -> int:
@@ -126,12 +125,8 @@ def _cell(value: Any) -> str:
 
 
 def write_json(path: str, payload: dict[str, Any]) -> None:
-    """Write ``payload`` to ``path`` under a temporary name first, then rename it into place."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(payload, indent=2) + "\n")
-    os.replace(tmp, target)
+    """Write ``payload`` to ``path`` atomically (a temporary name, fsync, rename)."""
+    atomic_write(path, lambda f: f.write((json.dumps(payload, indent=2) + "\n").encode()))
 
 
 def sweep(spec: SweepSpec) -> int:

@@ -1,14 +1,14 @@
-"""What each CLI command does, once its configuration is valid."""
+"""What the train, evaluate, predict and export commands do, once their input is valid."""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import zipfile
-from collections.abc import Callable
 
 import numpy as np
 
+from mpinn import registry
 from mpinn.config import TrainConfig
 from mpinn.data import Dataset, load_dataset
 from mpinn.data.validate import check_dataset, check_features, check_steps, check_xy
@@ -17,14 +17,10 @@ from mpinn.export import check_export_path, export_model
 from mpinn.memory import available_bytes, check_fits, parameter_count, rank_bytes
 from mpinn.nn import Dense, Sequential
 from mpinn.optim import CosineAnnealingLR, Optimizer, Schedule, StepLR, WarmupCosine, get_optimizer
-from mpinn.parallel import Communicator, DataParallel, ModelParallel, Strategy, install_abort_hook
+from mpinn.parallel import Communicator, DataParallel, Strategy, install_abort_hook
 from mpinn.outputs import check_output_dir, check_output_file
 from mpinn.parallel.agreement import agree, on_root
-from mpinn.parallel.async_ps import AsyncParameterServer
 from mpinn.parallel.fault_tolerance import check_on_failure
-from mpinn.parallel.local_sgd import LocalSGD
-from mpinn.parallel.model_parallel import grid_for
-from mpinn.parallel.zero import ZeroDataParallel
 from mpinn.train import default_callbacks
 from mpinn.train.callbacks import Callback
 from mpinn.train.monitors import ReduceLROnPlateau
@@ -53,45 +49,10 @@ def compile_for(model: Sequential, data: Dataset, optimizer="adam") -> None:
         model.compile(optimizer, loss="mse")
 
 
-def data_parallel(config: TrainConfig, comm: Communicator) -> Strategy:
-    return DataParallel(comm, bucket_mb=config.bucket_mb, deterministic=config.deterministic,
-                        group_size=config.group_size)
-
-
-def model_parallel(config: TrainConfig, comm: Communicator) -> Strategy:
-    """Pipeline, tensor or grid parallelism: one ModelParallel over the grid the flags ask for."""
-    grid = grid_for(config.strategy, comm.size, config.stages, config.grid)
-    return ModelParallel(comm, grid, config.micro_batches, config.schedule, config.boundaries,
-                         config.balance, config.bucket_mb)
-
-
-def zero(config: TrainConfig, comm: Communicator) -> Strategy:
-    return ZeroDataParallel(comm, stage=config.zero_stage, bucket_mb=config.bucket_mb,
-                            deterministic=config.deterministic, group_size=config.group_size)
-
-
-def parameter_server(config: TrainConfig, comm: Communicator) -> Strategy:
-    return AsyncParameterServer(comm, staleness=config.staleness, servers=config.servers)
-
-
-def local_sgd(config: TrainConfig, comm: Communicator) -> Strategy:
-    return LocalSGD(comm, sync_every=config.sync_every)
-
-
-STRATEGY_BUILDERS: dict[str, Callable[[TrainConfig, Communicator], Strategy]] = {
-    "data": data_parallel,
-    "pipeline": model_parallel,
-    "tensor": model_parallel,
-    "grid": model_parallel,
-    "zero": zero,
-    "async": parameter_server,
-    "local-sgd": local_sgd,
-}
-
-
 def make_strategy(config: TrainConfig, comm: Communicator) -> Strategy:
-    """The strategy that ``config.strategy`` names, over ``comm``."""
-    return STRATEGY_BUILDERS[config.strategy](config, comm)
+    """The strategy that ``config.strategy`` names, over ``comm``, with its options."""
+    entry = registry.get(config.strategy)
+    return entry.build(comm, entry.make_options(config))
 
 
 def _world() -> Communicator:

@@ -1,4 +1,4 @@
-"""The ``mpinn calibrate`` and ``mpinn plan`` subcommands: arguments and what they do.
+"""The ``mpinn calibrate`` and ``mpinn plan`` commands: arguments and what they do.
 
 Importing this module loads neither numpy nor mpi4py, so the CLI can still pin BLAS
 threads before calibrate measures anything.
@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import re
 from pathlib import Path
 
-from mpinn.errors import ConfigError
-from mpinn.flags import add_old_spelling
+from mpinn import registry
+from mpinn.errors import ConfigError, require_positive_int
 from mpinn.outputs import check_output_file
 
 DEFAULT_MODEL = "784,1024,1024,1024,10"
@@ -25,15 +24,14 @@ UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
          "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
 
 
-def add_planning_commands(commands) -> None:
-    """Register ``calibrate`` and ``plan`` on the CLI's subparsers."""
-    calibrate = commands.add_parser("calibrate", help="measure this machine into a planner profile "
-                                    "(run under mpiexec with the ranks per node you will use)")
+def add_calibrate_arguments(calibrate) -> None:
     calibrate.add_argument("--output", default="profile.json", help="profile JSON to write")
     calibrate.add_argument("--model", default=DEFAULT_MODEL, help="layer widths whose matmuls to time")
     calibrate.add_argument("--quick", action="store_true", help="a few small sizes only (seconds)")
     calibrate.add_argument("--threads", type=int, default=1, help="BLAS threads per rank (default 1)")
-    plan = commands.add_parser("plan", help="predict step time per strategy and rank count")
+
+
+def add_plan_arguments(plan) -> None:
     plan.add_argument("--profile", required=True, help="JSON written by mpinn calibrate or by hand")
     plan.add_argument("--hidden", default=DEFAULT_HIDDEN,
                       help=f"hidden layer sizes, comma-separated, as for train (default {DEFAULT_HIDDEN})")
@@ -41,11 +39,12 @@ def add_planning_commands(commands) -> None:
     plan.add_argument("--num-classes", type=int, default=10, help="outputs (default 10)")
     plan.add_argument("--batch-size", type=int, default=4096, dest="batch",
                       help="GLOBAL batch size, as for train (default 4096)")
-    add_old_spelling(plan, "--batch", "--batch-size", dest="batch", type=int)
-    add_old_spelling(plan, "--model", "--input-dim, --hidden and --num-classes", dest="model")
+    registry.add_old_spelling(plan, "--batch", "--batch-size", dest="batch", type=int)
+    registry.add_old_spelling(plan, "--model", "--input-dim, --hidden and --num-classes", dest="model")
     plan.add_argument("--ranks", default="1,2,4,...,64", help="rank counts, e.g. 1,2,4,...,4096")
-    plan.add_argument("--strategy", default="data,zero,pipeline,tensor,grid",
-                      help="strategies to consider, comma-separated")
+    plan.add_argument("--strategy", default=",".join(registry.names(planned=True)),
+                      help="strategies to consider, comma-separated (default: all it models, "
+                           f"{', '.join(registry.names(planned=True))})")
     plan.add_argument("--optimizer", default="sgd", choices=PLAN_OPTIMIZERS,
                       help="as for train: its update cost and state size (default sgd)")
     plan.add_argument("--momentum", type=float, default=0.0,
@@ -56,9 +55,6 @@ def add_planning_commands(commands) -> None:
     plan.add_argument("--plot", help="write a PNG of predicted scaling curves (needs mpinn[plot])")
 
 
-PLANNING_COMMANDS = ("calibrate", "plan")
-
-
 def parse_bytes(text: str) -> float:
     """``"2GiB"`` -> 2147483648.0; plain numbers are bytes."""
     match = re.fullmatch(r"\s*([0-9.]+)\s*([A-Za-z]*)\s*", text)
@@ -67,16 +63,11 @@ def parse_bytes(text: str) -> float:
     return float(match.group(1)) * UNITS[match.group(2).upper()]
 
 
-def run_planning_command(args: argparse.Namespace) -> int:
-    return {"calibrate": run_calibrate, "plan": run_plan}[args.command](args)
-
-
 def run_calibrate(args: argparse.Namespace) -> int:
     from mpinn.plan.workload import ModelSpec, parse_widths
 
     spec = ModelSpec(parse_widths(args.model))
-    if args.threads < 1:
-        raise ConfigError(f"--threads must be a positive integer, got {args.threads}")
+    require_positive_int("--threads", args.threads)
     for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[var] = str(args.threads)
     from mpinn.parallel import Communicator
@@ -123,7 +114,7 @@ def cost_class(optimizer: str, momentum: float) -> str:
 def run_plan(args: argparse.Namespace) -> int:
     from mpinn.plan import planner, report
     from mpinn.plan.profile import load_profile
-    from mpinn.plot import require_pyplot
+    from mpinn.plan.report import require_pyplot
     from mpinn.plan.workload import ModelSpec, parse_widths
 
     if args.plot:
@@ -134,10 +125,7 @@ def run_plan(args: argparse.Namespace) -> int:
     ranks = planner.parse_ranks(args.ranks)
     strategies = tuple(s.strip() for s in args.strategy.split(",") if s.strip())
     limit = parse_bytes(args.memory_per_rank) if args.memory_per_rank else None
-    if not (math.isfinite(args.bucket_mb) and args.bucket_mb > 0):
-        raise ConfigError(f"--bucket-mb must be a positive finite number, got {args.bucket_mb}")
-    if args.batch < 1:
-        raise ConfigError(f"--batch-size must be a positive integer, got {args.batch}")
+    registry.positive_number("--bucket-mb", args.bucket_mb)
     for flag, path in (("--json", args.json), ("--plot", args.plot)):
         if path:
             check_output_file(path, flag)
