@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from mpinn.data.validate import class_count
-from mpinn.errors import ConfigError, UnsupportedFeature, require_positive, unknown_name
+from mpinn.errors import ConfigError, UnsupportedFeature, require_positive, require_positive_int, unknown_name
 
 
 @dataclass(frozen=True, eq=False)
@@ -42,11 +42,6 @@ def xor() -> tuple[np.ndarray, np.ndarray]:
     return x, np.array([[0], [1], [1], [0]], dtype=np.float32)
 
 
-def _require_count(name: str, value: int, minimum: int = 1) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
-
-
 def make_classification(n_samples: int = 1000, n_features: int = 10, n_classes: int = 2,
                         seed: int = 0, separation: float = 2.0) -> tuple[np.ndarray, np.ndarray]:
     """Gaussian clusters, one per class: x float32 (n, features), y int64 (n,).
@@ -55,9 +50,10 @@ def make_classification(n_samples: int = 1000, n_features: int = 10, n_classes: 
     them, so centres differ by about ``separation`` noise deviations per feature; classes are
     balanced and shuffled.
     """
-    _require_count("n_samples", n_samples)
-    _require_count("n_features", n_features)
-    _require_count("n_classes", n_classes, minimum=2)
+    require_positive_int("n_samples", n_samples)
+    require_positive_int("n_features", n_features)
+    if isinstance(n_classes, bool) or not isinstance(n_classes, (int, np.integer)) or n_classes < 2:
+        raise ConfigError(f"n_classes must be an integer >= 2, got {n_classes!r}")
     require_positive("separation", separation)
     rng = np.random.default_rng(seed)
     centres = rng.normal(0.0, separation, size=(n_classes, n_features))
@@ -72,8 +68,8 @@ def make_regression(n_samples: int = 1000, n_features: int = 10, noise: float = 
 
     Returns x float32 (n, features) and y float32 (n, 1).
     """
-    _require_count("n_samples", n_samples)
-    _require_count("n_features", n_features)
+    require_positive_int("n_samples", n_samples)
+    require_positive_int("n_features", n_features)
     if not noise >= 0:
         raise ConfigError(f"noise must be >= 0, got {noise!r}")
     rng = np.random.default_rng(seed)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from mpinn.errors import ConfigError
+from mpinn.errors import ConfigError, require_positive_int
 
 AXES = ("data", "pipeline", "tensor")
 
@@ -64,8 +64,7 @@ def parse_grid(text: str) -> GridShape:
         except ValueError:
             raise ConfigError(f"grid axis {axis} needs an integer size, got {value.strip()!r} "
                               f"in {text!r}") from None
-        if sizes[axis] < 1:
-            raise ConfigError(f"grid axis {axis} must be at least 1, got {sizes[axis]}")
+        require_positive_int(f"grid axis {axis}", sizes[axis])
     if not sizes:
         raise ConfigError(f"empty grid {text!r}; write e.g. data=2,pipeline=2")
     return GridShape(**sizes)

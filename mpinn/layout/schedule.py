@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import NamedTuple
 
-from mpinn.errors import ConfigError, unknown_name
+from mpinn.errors import ConfigError, require_positive_int, unknown_name
 
 FORWARD, BACKWARD = "forward", "backward"
 SEND_ACTIVATION, RECV_ACTIVATION = "send_activation", "recv_activation"
@@ -88,9 +88,8 @@ def make_schedule(name: str, stages: int, micro_batches: int) -> list[Action]:
 
 
 def _check_sizes(stages: int, micro_batches: int) -> None:
-    if stages < 1 or micro_batches < 1:
-        raise ConfigError(f"a schedule needs at least one stage and one micro-batch, got "
-                          f"{stages} stage(s) and {micro_batches} micro-batch(es)")
+    require_positive_int("stages", stages)
+    require_positive_int("micro_batches", micro_batches)
 
 
 def stage_actions(schedule: list[Action], stage: int) -> list[Action]:

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from mpinn.errors import ConfigError, unknown_name
+from mpinn.errors import ConfigError, require_positive_int, unknown_name
 from mpinn.nn.init import get_initializer
 
 
@@ -83,8 +83,7 @@ class Dense(Layer):
 
     def __init__(self, units: int, activation: str | None = None, input_dim: int | None = None,
                  use_bias: bool = True, kernel_initializer: str = "glorot_uniform") -> None:
-        if isinstance(units, bool) or not isinstance(units, (int, np.integer)) or units < 1:
-            raise ConfigError(f"Dense units must be a positive integer, got {units!r}")
+        require_positive_int("Dense units", units)
         if activation is not None:
             make_activation(activation)
         get_initializer(kernel_initializer)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 
-from mpinn.errors import ConfigError, require_positive
+from mpinn.errors import ConfigError, require_positive, require_positive_int
 from mpinn.optim.base import Optimizer
 
 UNITS = ("epoch", "step")
@@ -60,7 +60,7 @@ class StepLR(Schedule):
 
     def __init__(self, optimizer: Optimizer, step_size: int, gamma: float = 0.1,
                  per: str = "epoch") -> None:
-        require_positive("step_size", step_size)
+        require_positive_int("step_size", step_size)
         require_positive("gamma", gamma)
         self.step_size, self.gamma = int(step_size), float(gamma)
         super().__init__(optimizer, per)
@@ -83,7 +83,7 @@ class RunLength(Schedule):
     def _set_length(self, t_max: int | None) -> None:
         self.spans_run = t_max is None
         if t_max is not None:
-            require_positive("t_max", t_max)
+            require_positive_int("t_max", t_max)
         self.t_max = None if t_max is None else int(t_max)
 
     def span(self, total: int) -> None:
@@ -93,7 +93,7 @@ class RunLength(Schedule):
         super().span(total)
 
     def _check_length(self, total: int) -> None:
-        require_positive("the run's length in counts", total)
+        require_positive_int("the run's length in counts", total)
 
 
 class CosineAnnealingLR(RunLength):
@@ -117,7 +117,7 @@ class LinearWarmup(Schedule):
 
     def __init__(self, optimizer: Optimizer, warmup: int, start_factor: float = 0.1,
                  per: str = "epoch") -> None:
-        require_positive("warmup", warmup)
+        require_positive_int("warmup", warmup)
         _check_start_factor(start_factor)
         self.warmup, self.start_factor = int(warmup), float(start_factor)
         super().__init__(optimizer, per)
@@ -133,7 +133,7 @@ class WarmupCosine(RunLength):
 
     def __init__(self, optimizer: Optimizer, warmup: int, t_max: int | None, eta_min: float = 0.0,
                  start_factor: float = 0.1, per: str = "epoch") -> None:
-        require_positive("warmup", warmup)
+        require_positive_int("warmup", warmup)
         _check_start_factor(start_factor)
         self.warmup = int(warmup)
         self._set_length(t_max)

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from mpinn.config import RESUME_CHOICES
-from mpinn.errors import ConfigError, Preempted, require_positive
+from mpinn.errors import ConfigError, Preempted, require_positive_int
 from mpinn.train.checkpoint import (Checkpoint, Progress, check_same_model, list_checkpoints,
                                     read_checkpoint, write_checkpoint)
 from mpinn.train.checkpoint_folder import (Survey, prune, remove_temporaries, set_aside,
@@ -51,7 +51,7 @@ class Checkpointing:
     def __post_init__(self) -> None:
         if isinstance(self.every, bool) or not isinstance(self.every, int) or self.every < 0:
             raise ConfigError(f"checkpoint every must be an integer >= 0 (steps), got {self.every!r}")
-        require_positive("keep_checkpoints", self.keep)
+        require_positive_int("keep_checkpoints", self.keep)
         if isinstance(self.resume, bool):
             self.resume = "auto" if self.resume else "never"
         if self.resume not in RESUME_CHOICES:

@@ -17,7 +17,7 @@ import numpy as np
 from mpinn.data.samplers import global_batches, make_sampler, num_batches
 from mpinn.config import DEFAULT_WATCHDOG_SECONDS
 from mpinn.data.validate import check_features, check_steps, check_xy, fingerprint
-from mpinn.errors import ConfigError, UnsupportedFeature, require_positive
+from mpinn.errors import ConfigError, UnsupportedFeature, require_positive_int
 from mpinn.nn.losses import CrossEntropyLoss
 from mpinn.optim.schedules import Schedule
 from mpinn.parallel.agreement import agree
@@ -267,7 +267,7 @@ def evaluate(model, x: np.ndarray, y: np.ndarray, batch_size: int = 1024, strate
 
 def _checked_evaluation(model, x, y, batch_size):
     _require_compiled(model)
-    _require_count("batch_size", batch_size)
+    require_positive_int("batch_size", batch_size)
     x, y = _checked_xy(model, x, y)
     return (x, y), {"x": fingerprint(x), "y": fingerprint(y), "batch_size": batch_size}
 
@@ -325,18 +325,12 @@ def _checked_xy(model, x, y, name: str = "x", y_name: str = "y") -> tuple[np.nda
     return x, y
 
 
-def _require_count(name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise ConfigError(f"{name} must be a positive integer, got {value!r}")
-    require_positive(name, int(value))
-
-
 def _checked_inputs(model, x, y, validation_data, validation_split, settings: dict[str, Any]):
     """This rank's checks of fit's arguments: the arrays, and the facts about them and the
     settings that must be the same on every rank (see :func:`~mpinn.parallel.agreement.agree`)."""
     _require_compiled(model)
     for name in ("epochs", "batch_size", "accumulation_steps"):
-        _require_count(name, settings[name])
+        require_positive_int(name, settings[name])
     batch_size = settings["batch_size"]
     if not 0.0 <= validation_split < 1.0:
         raise ConfigError(f"validation_split must lie in [0, 1), got {validation_split!r}")

@@ -137,7 +137,7 @@ def test_a_preemption_signal_saves_then_raises_and_resume_finishes_identically(t
 def test_checkpointing_settings_are_checked():
     with pytest.raises(ConfigError, match="every must be an integer >= 0"):
         Checkpointing("d", every=-1)
-    with pytest.raises(ConfigError, match="keep_checkpoints must be a positive number"):
+    with pytest.raises(ConfigError, match="keep_checkpoints must be a positive integer"):
         Checkpointing("d", keep=0)
     with pytest.raises(ConfigError, match="unknown resume 'sometimes'; choose one of: never, auto, fresh"):
         Checkpointing("d", resume="sometimes")

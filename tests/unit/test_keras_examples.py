@@ -58,8 +58,8 @@ X3, Y3 = np.ones((6, 3), np.float32), np.array([0, 1, 2, 0, 1, 2])
 
 
 @pytest.mark.parametrize("call, message", [
-    (lambda: compiled().fit(X3, Y3, batch_size=0), "batch_size must be a positive number"),
-    (lambda: compiled().fit(X3, Y3, epochs=0), "epochs must be a positive number"),
+    (lambda: compiled().fit(X3, Y3, batch_size=0), "batch_size must be a positive integer"),
+    (lambda: compiled().fit(X3, Y3, epochs=0), "epochs must be a positive integer"),
     (lambda: compiled().fit(X3, Y3, epochs=1.5), "epochs must be a positive integer"),
     (lambda: compiled().fit(X3, np.array([0, 1, 2, 3, 1, 2])), r"y must lie in \[0, 3\): found 3 at row 3"),
     (lambda: compiled().fit(np.where(np.eye(6, 3) > 0, np.nan, 1.0), Y3), "x contains 3 NaN and 0 Inf values \\(first in row 0\\)"),

@@ -174,6 +174,30 @@ def test_the_config_uses_it_for_every_count(key, value):
         TrainConfig(**{key: value})
 
 
+def _counts():
+    from mpinn.data import make_regression
+    from mpinn.layout import make_schedule, parse_grid
+    from mpinn.nn import Dense
+    from mpinn.optim import SGD, StepLR
+    from mpinn.train.checkpointing import Checkpointing
+
+    return [("Dense units", lambda v: Dense(v)), ("step_size", lambda v: StepLR(SGD(lr=1.0), step_size=v)),
+            ("keep_checkpoints", lambda v: Checkpointing("ck", keep=v)),
+            ("micro_batches", lambda v: make_schedule("1f1b", 2, v)),
+            ("grid axis data", lambda v: parse_grid(f"data={v}")),
+            ("n_samples", lambda v: make_regression(n_samples=v)),
+            ("micro_batches", lambda v: ModelParallelOptions(micro_batches=v))]
+
+
+@pytest.mark.parametrize("value", [True, 1.5, 0])
+def test_every_count_in_the_package_uses_the_shared_check(value):
+    for name, make in _counts():
+        if name == "grid axis data" and type(value) is not int:
+            continue  # a grid is text: "data=1.5" is not a whole number there
+        with pytest.raises(ConfigError, match=f"{name} must be a positive integer, got {value!r}"):
+            make(value)
+
+
 def test_errors_from_a_part_name_the_option_and_the_cli_names_the_flag(capsys):
     from mpinn.parallel.model_parallel import grid_for
 

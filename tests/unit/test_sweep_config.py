@@ -6,8 +6,18 @@ import pytest
 from launch import mpinn
 
 from mpinn.errors import ConfigError
-from mpinn.cli.sweep import format_table, group_count
+from mpinn.cli.sweep import format_table, group_count, write_json
 from mpinn.cli.sweep_config import make_sweep_spec
+
+
+def test_the_results_json_is_written_atomically_and_synced(tmp_path, monkeypatch):
+    import mpinn.io
+
+    synced = []
+    monkeypatch.setattr(mpinn.io.os, "fsync", lambda fd: synced.append(fd))
+    write_json(str(tmp_path / "runs" / "sweep.json"), {"results": [1]})
+    assert json.loads((tmp_path / "runs" / "sweep.json").read_text()) == {"results": [1]}
+    assert len(synced) == 2 and [p.name for p in (tmp_path / "runs").iterdir()] == ["sweep.json"]
 
 
 def test_every_combination_is_one_configuration_in_order():
