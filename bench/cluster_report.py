@@ -1,6 +1,11 @@
 """Tables and the efficiency plot of bench/cluster_scaling.py's JSON (also on its own):
 
     .venv/bin/python bench/cluster_report.py bench/results/cluster_scaling.json [--plot out.png]
+        [--predict-again]
+
+``--predict-again`` replaces the stored predictions and recommendations with those of the
+planner as it is now, from the same calibration profiles (to check a change of the cost model
+against measurements already taken).
 
 Efficiency of a layout = the compute-only ceiling (each rank training its share of the batch
 alone, all ranks at once) / the layout's step time. The link bound of a step is the bytes its
@@ -82,10 +87,45 @@ def planner_rows(setting: dict) -> list[list]:
     return rows
 
 
+def layout_of(item: str):
+    """The Layout a worker item names (the inverse of cluster_scaling.grid_item)."""
+    from mpinn.plan.layouts import Layout
+
+    if item in ("data", "zero"):
+        return None
+    data, pipeline, tensor, micro_batches = map(int, item.split(":", 1)[1].split(","))
+    return Layout(data=data, pipeline=pipeline, tensor=tensor, micro_batches=micro_batches)
+
+
+def predict_again(payload: dict, folder: Path) -> None:
+    """Each setting's predictions of its measured layouts and its recommendation, from its
+    calibration profile with the current planner (in place)."""
+    from cluster_scaling import grid_item
+    from mpinn.plan.layouts import Layout
+    from mpinn.plan.planner import plan_ranks
+    from mpinn.plan.predict import predict_layout
+    from mpinn.plan.profile import load_profile
+    from mpinn.plan.workload import ModelSpec, parse_widths
+
+    spec = ModelSpec(parse_widths(payload["model"]))
+    for s in payload["settings"]:
+        profile = load_profile(folder / s["profile"])
+        fixed = {"data": Layout(data=s["ranks"]), "zero": Layout(data=s["ranks"], zero=True)}
+        s["predicted"] = {item: predict_layout(spec, payload["batch"], fixed.get(item) or layout_of(item),
+                                               profile).step_s for item in s["predicted"]}
+        recommended = plan_ranks(spec, payload["batch"], s["ranks"], profile).recommended.layout
+        s["planned"]["recommended"] = grid_item(recommended)
+        s["layouts"].setdefault(grid_item(recommended), recommended.describe())
+
+
 def planner_summary(settings: list[dict]) -> str:
     lines = []
     for s in settings:
         measured = s["measured"]
+        if s["planned"]["recommended"] not in measured:
+            lines.append(f"- 2 x {s['ranks_per_node']}, {rate_label(s)}: recommended "
+                         f"{s['layouts'][s['planned']['recommended']]}, not measured in this run")
+            continue
         chosen = measured[s["planned"]["recommended"]]["step_s"]
         best = measured[fastest(s)]["step_s"]
         verdict = "the fastest" if chosen == best else f"{chosen / best - 1:+.0%} slower than the fastest"
@@ -168,8 +208,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("results", type=Path)
     parser.add_argument("--plot", type=Path, help="also write the efficiency plot here")
+    parser.add_argument("--predict-again", action="store_true",
+                        help="predict with the current planner from the stored profiles")
     args = parser.parse_args()
     payload = json.loads(args.results.read_text())
+    if args.predict_again:
+        predict_again(payload, args.results.parent)
     print(tables(payload, args.results.parent))
     if args.plot:
         print(plot(payload, args.plot))
