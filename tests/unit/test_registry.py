@@ -117,6 +117,17 @@ def test_the_registry_names_every_strategy_and_the_planned_layouts():
         registry.get("sync")
 
 
+def test_the_registrys_names_are_what_the_planner_and_the_schedules_use():
+    from mpinn.layout.schedule import SCHEDULES
+    from mpinn.plan.planner import candidate_layouts
+    from mpinn.plan.workload import ModelSpec
+    from mpinn.registry.model_parallel import SCHEDULES as SCHEDULE_NAMES
+
+    layouts = candidate_layouts(ModelSpec((16, 8, 8, 8, 8, 4)), 64, 4)
+    assert {layout.strategy for layout in layouts} == set(registry.names(planned=True))
+    assert set(SCHEDULE_NAMES) == set(SCHEDULES)
+
+
 @pytest.fixture
 def scratch_registry(monkeypatch):
     registry.entries()
