@@ -135,11 +135,11 @@ def allreduce(args, comm) -> dict:
         raw = np.ones_like(model.grads)
 
         def mpinn_path():
-            strategy.begin_step()
-            strategy.finish_gradients()
+            strategy.reducer.begin()
+            strategy.reducer.finish()
         raw_s = statistics.median(timed_calls(comm, lambda: comm.Allreduce(raw), args.steps))
         mpinn_s = statistics.median(timed_calls(comm, mpinn_path, args.steps))
-        rows.append({"bytes": model.grads.nbytes, "buckets": len(strategy.buckets),
+        rows.append({"bytes": model.grads.nbytes, "buckets": len(strategy.reducer.buckets),
                      "raw_mpi_s": raw_s, "mpinn_s": mpinn_s})
     return {"allreduce": rows}
 

@@ -2,7 +2,7 @@
 
 from mpinn.parallel.async_ps import AsyncParameterServer
 from mpinn.parallel.comm import Communicator
-from mpinn.parallel.data_parallel import DataParallel, plan_buckets
+from mpinn.parallel.data_parallel import DataParallel
 from mpinn.parallel.failures import install_abort_hook
 from mpinn.parallel.local_model import tensor_parallel
 from mpinn.parallel.local_sgd import LocalSGD
@@ -20,6 +20,6 @@ def default_strategy() -> DataParallel:
     return DataParallel(comm)
 
 
-__all__ = ["Communicator", "DataParallel", "default_strategy", "install_abort_hook", "plan_buckets",
-           "Strategy", "ColumnParallelDense", "ModelParallel", "RowParallelDense", "tensor_parallel",
+__all__ = ["Communicator", "DataParallel", "default_strategy", "install_abort_hook", "Strategy",
+           "ColumnParallelDense", "ModelParallel", "RowParallelDense", "tensor_parallel",
            "AsyncParameterServer", "LocalSGD", "ZeroDataParallel"]

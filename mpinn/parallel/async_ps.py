@@ -24,6 +24,7 @@ import numpy as np
 from mpinn.data.samplers import shard_range, shard_ranges
 from mpinn.errors import ConfigError
 from mpinn.parallel.comm import Communicator
+from mpinn.parallel.partitions import Replicated
 from mpinn.parallel.param_server import (DONE, TAG_GRAD, TAG_PARAMS, TAG_PULL, TAG_VERSION, ClockedShard,
                                          ServerRole)
 from mpinn.parallel.sharding import shard_counts, slice_twin, state_slice
@@ -145,8 +146,7 @@ class AsyncParameterServer(Strategy):
 
     def setup(self, model) -> None:
         """Rank 0's parameters everywhere; each server its slice and optimizer; roles assigned."""
-        self.comm.Bcast(model.params)
-        self.comm.check_identical(model.params, "initial parameters")
+        Replicated(self.comm).setup(model)
         counts = shard_counts(model.params.size, self.servers)
         self.counts = counts + [0] * (self.comm.size - self.servers)
         starts = [sum(counts[:k]) for k in range(self.servers)]

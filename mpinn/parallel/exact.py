@@ -27,8 +27,9 @@ import math
 
 import numpy as np
 
-from mpinn.data.samplers import shard_range
 from mpinn.parallel.comm import Communicator
+from mpinn.parallel.partitions import aligned_range
+from mpinn.parallel.reducers import Reducer
 from mpinn.nn.step import evaluate_rows, group_gradients, rows_independent_of_call
 
 GRID_INTEGERS = {np.dtype(np.float32): np.int32, np.dtype(np.float64): np.int64}
@@ -46,9 +47,12 @@ def on_loss_grid(tally: np.ndarray) -> np.ndarray:
 def group_bounds(n: int, group_size: int, rank: int, size: int) -> list[tuple[int, int]]:
     """The groups [lo, hi) of positions 0..n that ``rank`` of ``size`` takes: whole groups,
     contiguous, the same cut for any ``size``."""
-    n_groups = -(-n // group_size)
-    first, last = shard_range(n_groups, rank, size)
-    return [(g * group_size, min((g + 1) * group_size, n)) for g in range(first, last)]
+    return groups_in(*aligned_range(n, group_size, rank, size), group_size)
+
+
+def groups_in(lo: int, hi: int, group_size: int) -> list[tuple[int, int]]:
+    """The groups [a, b) of positions lo..hi, ``group_size`` each (the last one may be short)."""
+    return [(a, min(a + group_size, hi)) for a in range(lo, hi, group_size)]
 
 
 class ExactGradients:
@@ -69,18 +73,22 @@ class ExactGradients:
         self._rowwise: dict[tuple[int, ...], bool] = {}
 
     def accumulate(self, model, x: np.ndarray, y: np.ndarray, batch: np.ndarray,
-                   reducer=None) -> np.ndarray:
-        """This rank's groups of the global batch summed on the grid into ``sums``; returns
-        its tally. Recomputes the step on a coarser grid if the gradients outgrew the grid.
+                   reducer=None, span: tuple[int, int] | None = None) -> np.ndarray:
+        """The groups of positions ``span`` (whole groups; this rank's share over ``comm`` by
+        default) of the global batch summed on the grid into ``sums``; returns their tally.
+        Recomputes the step on a coarser grid if the gradients outgrew the grid.
 
-        ``reducer.start_reduction(lo, hi)`` (optional) is called as soon as ``sums[lo:hi]`` is final, so
-        its reduction can overlap the rest of backward; ``reducer.wait_reductions()`` before a retry."""
+        ``reducer.ready(lo)`` (optional; see :mod:`mpinn.parallel.reducers`) is called as soon as
+        ``sums[lo:]`` is final, so its reduction can overlap the rest of backward; before a
+        retry, ``reducer.finish()`` completes what is in flight and ``reducer.begin()`` restarts."""
         n_groups = -(-len(batch) // self.group_size)
+        span = span or aligned_range(len(batch), self.group_size, self.comm.rank, self.comm.size)
+        groups = groups_in(*span, self.group_size)
         self._reducer = reducer
         while True:
             if self.exponent is None:
                 self.exponent = self._exponent_for(1.0, n_groups)
-            tally, local_max = self._grid_sums(model, x, y, batch, n_groups)
+            tally, local_max = self._grid_sums(model, x, y, batch, groups, n_groups)
             largest = self.comm.Allreduce(np.array([local_max]), op="max")[0]
             if not math.isfinite(largest):  # the step's gradients are NaN: the loop's guard acts
                 self.used_exponent = None  # so to_gradients hands the guard NaN, not integers
@@ -91,7 +99,8 @@ class ExactGradients:
                 self.used_exponent = used
                 return tally
             if reducer is not None:
-                reducer.wait_reductions()
+                reducer.finish()
+                reducer.begin()
 
     def _exponent_for(self, largest: float, n_groups: int) -> int:
         """The grid exponent leaving ``headroom`` bits above ``largest`` for n_groups terms."""
@@ -100,17 +109,16 @@ class ExactGradients:
         top = math.frexp(largest)[1] + math.ceil(math.log2(n_groups))
         return max(-100, min(100, self.bits - self.headroom - top))
 
-    def _grid_sums(self, model, x, y, batch, n_groups: int) -> tuple[np.ndarray, float]:
-        """Every group of this rank on the grid, summed into ``sums``: (tally, largest |term|)."""
-        groups = group_bounds(len(batch), self.group_size, self.comm.rank, self.comm.size)
+    def _grid_sums(self, model, x, y, batch, groups: list[tuple[int, int]],
+                   n_groups: int) -> tuple[np.ndarray, float]:
+        """Every group of ``groups`` on the grid, summed into ``sums``: (tally, largest |term|)."""
         self._scale = model.grads.dtype.type(math.ldexp(1.0, self.exponent))
         self._limit = 2.0 ** self.bits / n_groups  # each term below it: no sum can overflow
         self._largest, self._finite = 0.0, True
-        if not groups:  # nothing to add; still every layer's reduction, in the others' order
+        if not groups:  # nothing to add; still every reduction, in the others' order
             self.sums.fill(0)
-            for layer in sorted(self._spans, reverse=True):
-                if self._reducer is not None:
-                    self._reducer.start_reduction(*self._spans[layer])
+            if self._reducer is not None:
+                self._reducer.ready(0)
             return np.zeros(3), 0.0
         first, self._last = groups[0][0], len(groups) - 1
         rows = batch[first:groups[-1][1]]
@@ -149,7 +157,7 @@ class ExactGradients:
             if k:
                 np.add(sums, term, out=sums)
         if k == self._last and self._reducer is not None:
-            self._reducer.start_reduction(start, stop)
+            self._reducer.ready(start)
 
     def to_gradients(self, sums: np.ndarray, out: np.ndarray) -> np.ndarray:
         """Reduced grid sums back to gradients in ``out`` (the model's dtype): one rounding.
@@ -162,10 +170,63 @@ class ExactGradients:
         np.multiply(sums, scale, out=out, dtype=out.dtype, casting="unsafe")
         return out
 
-    def evaluate_tally(self, model, x: np.ndarray, y: np.ndarray, batch_size: int) -> np.ndarray:
-        """Tally over fixed chunks of ``batch_size`` rows (the same cut for any N), each on the
-        loss grid, so the reduced metrics are bitwise the same at any rank count."""
+
+class ExactSums(Reducer):
+    """The exact reducer (see :mod:`mpinn.parallel.reducers` for the interface): each rank's
+    whole groups of ``group_size`` samples on the grid, their integer sums carried over
+    ``comm`` by ``carrier`` (a float reducer's exchange: a bucketed allreduce, or a
+    reduce-scatter), then back to the model's floats once. Evaluation tallies go on the loss
+    grid, chunk by chunk, so logged metrics match at any rank count too."""
+
+    def __init__(self, comm: Communicator, group_size: int, carrier: Reducer) -> None:
+        self.exact = ExactGradients(comm, group_size)
+        self.comm, self.carrier, self.unit = comm, carrier, group_size
+        self.scatters = carrier.scatters
+
+    def setup(self, net, buffer: np.ndarray | None = None) -> None:
+        self.exact.setup(net)
+        self.carrier.setup(net, self.exact.sums)
+        self._grads = net.grads
+
+    def accumulate(self, net, head, x: np.ndarray, y: np.ndarray, batch: np.ndarray, lo: int,
+                   hi: int, micro_batches: int = 1) -> np.ndarray:
+        """Every group is its own micro-batch, so ``micro_batches`` changes nothing."""
+        self.carrier.begin()
+        return self.exact.accumulate(net, x, y, batch, self.carrier if self.carrier.overlaps else None,
+                                     (lo, hi))
+
+    def finish(self) -> np.ndarray:
+        sums = self.carrier.finish()
+        return self.exact.to_gradients(sums, self._grads[:sums.size])
+
+    def evaluate(self, net, head, x: np.ndarray, y: np.ndarray, lo: int, hi: int,
+                 batch_size: int) -> np.ndarray:
         tally = np.zeros(3)
-        for lo, hi in group_bounds(len(x), batch_size, self.comm.rank, self.comm.size):
-            tally += on_loss_grid(evaluate_rows(model, model.head, x, y, lo, hi, batch_size))
+        for a, b in groups_in(lo, hi, batch_size):
+            tally += on_loss_grid(evaluate_rows(net, head, x, y, a, b, batch_size))
         return tally
+
+    def evaluation_unit(self, batch_size: int) -> int:
+        """Fixed chunks of ``batch_size`` rows: the same cut for any rank count."""
+        return batch_size
+
+    def with_state(self, optimizer_state: dict) -> dict:
+        """Plus the grid exponent: a resumed run must sum on the same grid, or its truncations
+        (hence its bits) differ from an uninterrupted run's."""
+        if self.exact.exponent is None:
+            return optimizer_state
+        return {**optimizer_state, "grid_exponent": self.exact.exponent}
+
+    def take_state(self, optimizer_state: dict) -> dict:
+        """Without the grid exponent, which goes back to the exact sums."""
+        state = dict(optimizer_state)
+        exponent = state.pop("grid_exponent", None)
+        if exponent is not None:
+            self.exact.exponent = int(exponent)
+        return state
+
+
+def exact_if(deterministic: bool, group_size: int, carrier: Reducer) -> Reducer:
+    """``carrier``; in deterministic mode, the exact sums of groups of ``group_size`` that it
+    carries."""
+    return ExactSums(carrier.comm, group_size, carrier) if deterministic else carrier

@@ -15,12 +15,13 @@ from typing import Any
 
 import numpy as np
 
-from mpinn.data.samplers import shard_range, shard_ranges
+from mpinn.data.samplers import shard_ranges
 from mpinn.parallel.comm import Communicator
+from mpinn.parallel.partitions import Replicated
 from mpinn.parallel.strategy import Strategy
+from mpinn.parallel.updaters import ReplicatedUpdate
 from mpinn.registry.local_sgd import LocalSGDOptions
 from mpinn.nn.step import accumulate_gradients, evaluate_rows
-from mpinn.optim.update import GradientClip, update, whole_model_runs
 
 
 class LocalSGD(Strategy):
@@ -30,27 +31,24 @@ class LocalSGD(Strategy):
         LocalSGDOptions(sync_every=sync_every)
         self.comm = comm
         self.sync_every = sync_every
+        self.partition, self.updater = Replicated(comm), ReplicatedUpdate(comm)
 
     def setup(self, model) -> None:
         """Every replica starts from rank 0's parameters."""
-        self.comm.Bcast(model.params)
-        self.comm.check_identical(model.params, "initial parameters")
+        self.partition.setup(model)
+        self.updater.setup(model, model.optimizer)
         self.steps_since_sync = 0
         self.samples_since_sync = 0
-        self.clip = GradientClip(whole_model_runs(model))
-
-    def local_range(self, n_global: int) -> tuple[int, int]:
-        return shard_range(n_global, self.comm.rank, self.comm.size)
 
     def train_step(self, model, x: np.ndarray, y: np.ndarray, batch: np.ndarray,
                    accumulation_steps: int = 1) -> np.ndarray:
-        lo, hi = self.local_range(len(batch))
+        lo, hi = self.partition.rows(len(batch))
         rows = batch[lo:hi]
         model.zero_grad()
         tally = accumulate_gradients(model, model.head, x[rows], y[rows], max(len(rows), 1),
                                      shard_ranges(len(rows), accumulation_steps))
         if len(rows):
-            update(model.optimizer, model.params, model.grads, self.clip)
+            self.updater.step(model.grads)
         self.samples_since_sync += len(rows)
         self.steps_since_sync += 1
         if self.steps_since_sync == self.sync_every:
@@ -78,7 +76,7 @@ class LocalSGD(Strategy):
         own = model.params.copy()
         model.params[...] = self.averaged_params(model)
         try:
-            return evaluate_rows(model, model.head, x, y, *self.local_range(len(x)), batch_size)
+            return evaluate_rows(model, model.head, x, y, *self.partition.rows(len(x)), batch_size)
         finally:
             model.params[...] = own
 

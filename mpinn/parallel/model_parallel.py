@@ -5,10 +5,11 @@ tensor group) as a Sequential over its own flat buffers, stepped by a twin of th
 optimizer (its own state, the model optimizer's hyperparameters at every step). A step:
 this data replica's rows of the global batch run as micro-batches through the stages by the
 chosen schedule (point-to-point messages in the pipeline group, Allreduces inside the
-tensor-parallel layers); the stage's gradients are then reduced over its data-parallel
-group by an unchanged :class:`DataParallel`; the shared update clips it (a norm summed over
-the replica's stages and tensor slices, a replicated tensor counted once) and the twin steps
-the local buffer.
+tensor-parallel layers). The parts (see :mod:`mpinn.parallel.partitions`): the grid
+partition; the bucketed allreduce of the stage's gradients over its data-parallel group
+(started from the last micro-batch's backward); the replicated update of the rank's part,
+whose clipping sums a norm over the replica's stages and tensor slices (a replicated tensor
+counted once) before the twin steps the local buffer.
 
 Pure pipeline is the grid 1 x N x 1, pure tensor parallelism 1 x 1 x N; every check of the
 input runs on every rank before the first message.
@@ -23,13 +24,15 @@ import numpy as np
 from mpinn.data.samplers import shard_range
 from mpinn.errors import ConfigError
 from mpinn.parallel.comm import Communicator
-from mpinn.parallel.data_parallel import DataParallel
 from mpinn.parallel.local_model import build_local_model, describe, measure_block_costs
+from mpinn.parallel.partitions import Replicated
 from mpinn.parallel.pipeline import PipelineRunner
+from mpinn.parallel.reducers import BucketedAllreduce
 from mpinn.parallel.strategy import Strategy
+from mpinn.parallel.updaters import ReplicatedUpdate
 from mpinn.registry.model_parallel import ModelParallelOptions
 from mpinn.optim.clipping import TensorRuns
-from mpinn.optim.update import GradientClip, update
+from mpinn.optim.update import GradientClip
 from mpinn.layout import (GridShape, inference, make_schedule, parse_grid, plan_local_model,
                           stage_actions)
 from mpinn.layout.stages import block_starts
@@ -65,12 +68,14 @@ class ModelParallel(Strategy):
                                         if self.comm.is_root else None)
             plan = self._plan(types, counts, widths, costs)
         self.part = build_local_model(model, plan, tensor_comm)
-        self.optimizer = model.optimizer.twin()
+        optimizer = model.optimizer.twin()
         if model.optimizer.state:
-            self.optimizer.load_state_dict(self._localised(model.optimizer.state_dict()))
-        self.clip = self._clip(model, pipeline_comm, tensor_comm)
-        self.data_parallel = DataParallel(data_comm, bucket_mb=self.bucket_mb)
-        self.data_parallel.setup(self.part.model)
+            optimizer.load_state_dict(self._localised(model.optimizer.state_dict()))
+        Replicated(data_comm).setup(self.part.model)
+        self.reducer = BucketedAllreduce(data_comm, self.bucket_mb)
+        self.reducer.setup(self.part.model)
+        self.updater = ReplicatedUpdate(data_comm)
+        self.updater.setup(self.part.model, optimizer, self._clip(model, pipeline_comm, tensor_comm))
         self.runner = PipelineRunner(self.part.model, pipeline_comm, self.part.in_width,
                                      self.part.out_width)
 
@@ -104,12 +109,10 @@ class ModelParallel(Strategy):
                    accumulation_steps: int = 1) -> np.ndarray:
         """Micro-batches = ``micro_batches`` x ``accumulation_steps`` per data replica's rows."""
         rows = batch[slice(*shard_range(len(batch), self.data_rank, self.grid.data))]
-        local = self.part.model
-        local.zero_grad()
-        self.data_parallel.begin_step()
+        self.part.model.zero_grad()
+        self.reducer.begin()
         tally = self._run(x, y, rows, len(batch), self.micro_batches * accumulation_steps, True)
-        self.data_parallel.finish_gradients()
-        update(self.optimizer, local.params, local.grads, self.clip)
+        self.updater.step(self.reducer.finish())
         return tally
 
     def evaluate_tally(self, model, x: np.ndarray, y: np.ndarray, batch_size: int) -> np.ndarray:
@@ -126,7 +129,7 @@ class ModelParallel(Strategy):
         chunks = [rows[slice(*shard_range(len(rows), k, count))] for k in range(count)]
         program = self._program(count, training)
         tally = self.runner.run(program, x, y, chunks, n_global, training,
-                                self.data_parallel.on_grads_ready if training else None)
+                                self.reducer.ready if training else None)
         return tally if self.tensor_rank == 0 else np.zeros(3)
 
     def _program(self, count: int, training: bool) -> list:
@@ -146,12 +149,12 @@ class ModelParallel(Strategy):
 
     def local_state(self, model) -> tuple[np.ndarray, Any]:
         """This rank's part of the model and its optimizer."""
-        return self.part.model.params, self.optimizer
+        return self.part.model.params, self.updater.optimizer
 
     def full_state(self, model):
         """Rank 0 gathers every part of one data replica and scatters it through the indices."""
         local = self.part.model
-        mine = (self.part.index, local.params, self.optimizer.state_dict()) if self.data_rank == 0 else None
+        mine = (self.part.index, local.params, self.updater.optimizer.state_dict()) if self.data_rank == 0 else None
         parts = self.comm.gather_obj(mine)
         if not self.comm.is_root:
             return None
@@ -168,7 +171,7 @@ class ModelParallel(Strategy):
         model.params[...] = params
         model.optimizer.load_state_dict(optimizer_state)
         self.part.model.params[...] = params[self.part.index]
-        self.optimizer.load_state_dict(self._localised(optimizer_state))
+        self.updater.load_state(self._localised(optimizer_state))
 
     def finish(self, model) -> None:
         """The whole trained model (and optimizer state) into ``model`` on every rank."""

@@ -59,7 +59,7 @@ def test_bucketed_overlapped_reduction_equals_one_flat_allreduce(comm):
     flat = DataParallel(comm, overlap=False)
     a = train(bucketed, SGD(lr=0.1), 10, 24)
     b = train(flat, SGD(lr=0.1), 10, 24)
-    assert len(bucketed.buckets) == 3 and len(flat.buckets) == 1
+    assert len(bucketed.reducer.buckets) == 3 and len(flat.reducer.buckets) == 1
     np.testing.assert_allclose(a.params, b.params, rtol=1e-6, atol=1e-7)
 
 

@@ -81,7 +81,7 @@ def test_stages_balance_parameters_and_tensor_pairs():
 
 def test_gradient_buckets_are_the_ones_data_parallel_reduces():
     from mpinn.nn import Dense, Sequential
-    from mpinn.parallel import plan_buckets
+    from mpinn.layout import plan_buckets
 
     widths = (20, 300, 300, 50, 3)
     model = Sequential([Dense(w, input_dim=widths[i], activation="relu") for i, w in enumerate(widths[1:])])
