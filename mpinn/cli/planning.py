@@ -72,7 +72,7 @@ def run_calibrate(args: argparse.Namespace) -> int:
         os.environ[var] = str(args.threads)
     from mpinn.parallel import Communicator
     from mpinn.parallel.agreement import on_root
-    from mpinn.parallel.calibrate import QUICK, Sizes, calibrate
+    from mpinn.plan.calibrate import QUICK, Sizes, calibrate
 
     comm = Communicator.world()
     on_root(comm, lambda: check_output_file(args.output, "--output"))

@@ -134,7 +134,9 @@ def tensor_slices(types: list[str], widths: list[int], start: int, stop: int, te
     return [SlicedLayer(i, *cut.get(i, (WHOLE, 0, 0))) for i in range(start, stop)]
 
 
-def _check_divisible(pairs: list[tuple[int, int]], widths: list[int], tensor: int) -> None:
+def check_divisible(pairs: list[tuple[int, int]], widths: list[int], tensor: int) -> None:
+    """ConfigError naming the valid rank counts unless every (column, row) pair's inner width
+    divides by ``tensor`` (the pipeline strategy's check; the planner's too)."""
     if not pairs:
         raise ConfigError(f"tensor parallelism over {tensor} ranks needs a Dense layer followed "
                           f"(after element-wise activations) by another Dense; the model has none")
@@ -152,6 +154,6 @@ def plan_local_model(types: list[str], param_counts: list[int], widths: list[int
     """The layers one rank of a pipeline x tensor grid holds (validated on every rank alike)."""
     bounds = stage_bounds(param_counts, stages, boundaries, costs)
     if tensor > 1:
-        _check_divisible([p for a, b in bounds for p in dense_pairs(types, a, b)], widths, tensor)
+        check_divisible([p for a, b in bounds for p in dense_pairs(types, a, b)], widths, tensor)
     start, stop = bounds[stage]
     return LocalPlan(start, stop, tensor_slices(types, widths, start, stop, tensor, tensor_rank))

@@ -1,5 +1,5 @@
-"""The cost model behind ``mpinn plan``: pure functions, no MPI (calibration's MPI part lives
-in :mod:`mpinn.parallel.calibrate`).
+"""The cost model behind ``mpinn plan``: pure functions, no MPI, except the measurements of
+:mod:`~mpinn.plan.calibrate` (it times the communicator's collectives on this machine).
 
 - :mod:`~mpinn.plan.profile`: the machine profile (JSON schema, loading, validation)
 - :mod:`~mpinn.plan.costs`: alpha-beta formulas of collectives, pipeline bubble, overlap

@@ -1,14 +1,16 @@
 """How a layout divides the model: pipeline stages, tensor-parallel pairs, gradient buckets.
 
-Pure functions mirroring what mpinn's strategies do, so the cost model sees the same pieces.
+The very plans mpinn's strategies make (:mod:`mpinn.layout`), read off a model's widths, so the
+cost model sees the same pieces.
 """
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
-from mpinn.errors import ConfigError
-from mpinn.layout.stages import partition_blocks
+from mpinn.layout.buckets import plan_buckets
+from mpinn.layout.stages import check_divisible, dense_pairs, stage_bounds
 from mpinn.plan.workload import ModelSpec
 
 
@@ -45,36 +47,24 @@ class Layout:
 
 
 def partition_stages(spec: ModelSpec, stages: int) -> list[range]:
-    """Contiguous layer ranges, one per stage, minimising the largest stage's parameter count
-    (the same partition the pipeline strategy makes)."""
-    n = spec.num_layers
-    if not 1 <= stages <= n:
-        raise ConfigError(f"{n} layers cannot be split into {stages} pipeline stages; "
-                          f"choose 1 to {n} stages")
-    starts = partition_blocks([spec.layer_params(i) for i in range(n)], stages) + [n]
-    return [range(starts[k], starts[k + 1]) for k in range(stages)]
+    """Contiguous layer ranges, one per stage: the partition the pipeline strategy makes
+    (:func:`~mpinn.layout.stages.stage_bounds` of the layers' parameter counts)."""
+    return [range(a, b) for a, b in stage_bounds(_param_counts(spec), stages)]
 
 
 def tensor_pairs(layers: range) -> tuple[list[tuple[int, int]], list[int]]:
-    """Consecutive (column-parallel, row-parallel) Dense pairs of ``layers``, and the layer
-    left over (replicated on every tensor rank) when the count is odd."""
-    indices = list(layers)
-    pairs = [(indices[i], indices[i + 1]) for i in range(0, len(indices) - 1, 2)]
-    return pairs, indices[2 * len(pairs):]
+    """The (column-parallel, row-parallel) Dense pairs of ``layers`` the tensor strategy cuts
+    (:func:`~mpinn.layout.stages.dense_pairs`), and the layers left whole on every tensor rank."""
+    pairs = dense_pairs(["Dense"] * layers.stop, layers.start, layers.stop)
+    paired = {i for pair in pairs for i in pair}
+    return pairs, [i for i in layers if i not in paired]
 
 
 def check_tensor_split(spec: ModelSpec, stages: list[range], tensor: int) -> None:
-    """Raise unless every pair's inner width divides by ``tensor``, naming valid sizes."""
-    if tensor == 1:
-        return
-    widths = {spec.widths[col + 1] for stage in stages for col, _ in tensor_pairs(stage)[0]}
-    if not widths:
-        raise ConfigError("tensor parallelism needs a stage with two or more Dense layers")
-    bad = sorted(w for w in widths if w % tensor)
-    if bad:
-        valid = [d for d in range(2, min(widths) + 1) if all(w % d == 0 for w in widths)][:8]
-        raise ConfigError(f"hidden width {bad[0]} is not divisible by {tensor} tensor-parallel "
-                          f"ranks; choose {', '.join(map(str, valid)) or 'no tensor split'}")
+    """Raise as the tensor strategy does unless every pair's inner width divides by ``tensor``."""
+    if tensor > 1:
+        check_divisible([pair for stage in stages for pair in tensor_pairs(stage)[0]],
+                        list(spec.widths), tensor)
 
 
 def rank_params(spec: ModelSpec, layers: range, tensor: int) -> float:
@@ -90,15 +80,14 @@ def rank_params(spec: ModelSpec, layers: range, tensor: int) -> float:
 
 def gradient_buckets(spec: ModelSpec, bucket_bytes: float) -> list[tuple[int, int]]:
     """(first layer, elements) of each bucket DataParallel reduces, in the order it starts
-    them: cut at layer boundaries from the end of the flat buffer, each bucket at least
-    ``bucket_bytes`` (the first layer's bucket may be smaller). See ``plan_buckets``."""
-    bucket_elems = max(1, int(bucket_bytes) // spec.dtype_bytes)
-    offsets = [0]
-    for i in range(spec.num_layers):
-        offsets.append(offsets[-1] + spec.layer_params(i))
-    buckets, hi = [], offsets[-1]
-    for index in reversed(range(spec.num_layers)):
-        if hi - offsets[index] >= bucket_elems or index == 0:
-            buckets.append((index, hi - offsets[index]))
-            hi = offsets[index]
-    return buckets
+    them (:func:`~mpinn.layout.buckets.plan_buckets` over the layers' parameters)."""
+    counts = _param_counts(spec)
+    offsets = list(itertools.accumulate(counts, initial=0))
+    first_layer = {offset: index for index, offset in enumerate(offsets[:-1])}
+    buckets = plan_buckets(offsets[:-1], list(range(len(counts))), offsets[-1],
+                           max(1, int(bucket_bytes) // spec.dtype_bytes))
+    return [(first_layer[lo], hi - lo) for lo, hi in buckets]
+
+
+def _param_counts(spec: ModelSpec) -> list[int]:
+    return [spec.layer_params(i) for i in range(spec.num_layers)]

@@ -2,7 +2,7 @@
 
 import pytest
 
-from mpinn.parallel.calibrate import QUICK, calibrate
+from mpinn.plan.calibrate import QUICK, calibrate
 from mpinn.plan.layouts import Layout
 from mpinn.plan.predict import predict_layout
 from mpinn.plan.profile import SCHEMA, profile_from_dict

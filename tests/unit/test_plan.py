@@ -74,8 +74,11 @@ def test_oversubscribed_ranks_compute_slower():
 
 def test_layouts_that_cannot_run_are_explained():
     rank_plan = plan(BIG, 4096, [8], FAST)[0]
-    assert "cannot be split into 8 pipeline stages" in rank_plan.unavailable["pipeline"]
-    with pytest.raises(ConfigError, match="not divisible by 3 tensor-parallel ranks"):
+    assert rank_plan.unavailable["pipeline"] == ("cannot split a model with 4 layers that hold "
+                                                 "parameters into 8 pipeline stages; choose 1, 2, 3 "
+                                                 "or 4 stages")  # the pipeline strategy's words
+    with pytest.raises(ConfigError, match=r"\[1024, 1024\] are not divisible by 3 tensor-parallel "
+                                          r"ranks; choose 1, 2, 4, .* or 1024 ranks"):
         predict_layout(BIG, 4096, Layout(tensor=3), FAST)
     with pytest.raises(ConfigError, match="cannot feed 8"):
         predict_layout(BIG, 4, Layout(data=8), FAST)
