@@ -13,8 +13,11 @@ import sys
 import tempfile
 import time
 
+import mpinn.train
 from mpinn.data import make_classification
-from mpinn.nn import Dense, Sequential
+from mpinn.keras import Sequential
+from mpinn.nn import Dense
+from mpinn.optim import SGD
 from mpinn.parallel import Communicator, DataParallel
 from mpinn.parallel.heartbeat import Heartbeat
 from mpinn.train import Callback
@@ -39,11 +42,11 @@ class CallCounter(Callback):
 def seconds_per_step(comm, widths, x, y, batch, watchdog, callbacks=()):
     model = Sequential([Dense(widths[1], input_dim=widths[0], activation="relu"),
                         Dense(widths[2], activation="softmax")], seed=0)
-    model.compile("sgd", loss="sparse_categorical_crossentropy")
+    model.compile(SGD(), loss="sparse_categorical_crossentropy")
     comm.barrier()
     start = time.perf_counter()
-    model.fit(x, y, epochs=1, batch_size=batch, verbose=0, strategy=DataParallel(comm),
-              watchdog=watchdog, callbacks=list(callbacks))
+    mpinn.train.fit(model, x, y, epochs=1, batch_size=batch, verbose=0, strategy=DataParallel(comm),
+                    watchdog=watchdog, callbacks=list(callbacks))
     return (time.perf_counter() - start) / -(-len(x) // batch)
 
 

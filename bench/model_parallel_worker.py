@@ -19,7 +19,8 @@ import numpy as np  # noqa: E402
 from mpi4py import MPI  # noqa: E402
 
 from mpinn.layout import GridShape, one_f_one_b, gpipe, peak_in_flight, simulate  # noqa: E402
-from mpinn.nn import Dense, Sequential  # noqa: E402
+from mpinn.keras import Sequential  # noqa: E402
+from mpinn.nn import Dense  # noqa: E402
 from mpinn.optim import SGD  # noqa: E402
 from mpinn.parallel import Communicator, DataParallel, ModelParallel  # noqa: E402
 

@@ -18,9 +18,11 @@ import common  # noqa: E402,F401  (native BLAS kernel, one thread per rank)
 
 import numpy as np  # noqa: E402
 
+import mpinn.train  # noqa: E402
 from mpinn import registry  # noqa: E402
 from mpinn.data import digits  # noqa: E402
-from mpinn.nn import Dense, Sequential  # noqa: E402
+from mpinn.keras import Sequential  # noqa: E402
+from mpinn.nn import Dense  # noqa: E402
 from mpinn.optim import Adam  # noqa: E402
 from mpinn.parallel import Communicator, ZeroDataParallel  # noqa: E402
 from mpinn.train import Callback  # noqa: E402
@@ -60,9 +62,9 @@ def train(args, comm) -> dict:
     model = Sequential([Dense(64, input_dim=64, activation="relu"), Dense(10, activation="softmax")], seed=0)
     model.compile(Adam(lr=0.003), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     clock = EpochClock()
-    model.fit(data.x_train, data.y_train, epochs=args.epochs, batch_size=args.batch,
-              validation_data=(data.x_test, data.y_test), strategy=make_strategy(args, comm),
-              callbacks=[clock], log_every=10**9)
+    mpinn.train.fit(model, data.x_train, data.y_train, epochs=args.epochs, batch_size=args.batch,
+                    validation_data=(data.x_test, data.y_test), strategy=make_strategy(args, comm),
+                    callbacks=[clock], log_every=10**9)
     seconds = clock.points[-1][0]
     reached = [t for t, accuracy in clock.points if accuracy >= args.target]
     return {"seconds": seconds, "samples_per_s": args.epochs * len(data.x_train) / seconds,

@@ -22,7 +22,8 @@ from common import add_output_argument, has_torch, markdown_table, write_json  #
 import numpy as np  # noqa: E402
 
 import mpinn.nn.layers  # noqa: E402
-from mpinn.nn import Dense, Sequential  # noqa: E402
+from mpinn.keras import Sequential  # noqa: E402
+from mpinn.nn import Dense  # noqa: E402
 from mpinn.optim import SGD, Adam  # noqa: E402
 from mpinn.parallel import Communicator, DataParallel  # noqa: E402
 from mpinn.plan.measure import median_call_seconds  # noqa: E402

@@ -20,7 +20,8 @@ import common  # noqa: E402,F401  (native BLAS kernel, one thread per rank)
 
 import numpy as np  # noqa: E402
 
-from mpinn.nn import Dense, Sequential  # noqa: E402
+from mpinn.keras import Sequential  # noqa: E402
+from mpinn.nn import Dense  # noqa: E402
 from mpinn.optim import SGD  # noqa: E402
 from mpinn.parallel import Communicator, DataParallel  # noqa: E402
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from mpinn.errors import ConfigError
-from mpinn.io import atomic_save_npz, atomic_write
+from mpinn.io import atomic_write
 from mpinn.outputs import check_output_file
 
 def torch_named_weights(model) -> dict[str, np.ndarray]:
@@ -72,5 +72,5 @@ def export_model(model, path: str | os.PathLike) -> Path:
         return write_safetensors(path, weights, {"format": "pt", "mpinn_version": __version__,
                                                  "layers": json.dumps(model.get_config()["layers"])})
     if suffix == ".npz":
-        return atomic_save_npz(path, weights)
+        return atomic_write(path, lambda f: np.savez(f, **weights))
     raise ConfigError(f"export file {path} must end in .safetensors or .npz")

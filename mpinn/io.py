@@ -1,4 +1,5 @@
-"""Atomic file writes: a crash mid-write never damages what was there before."""
+"""Atomic file writes: a crash mid-write never damages what was there before. Standard library
+only (an .npz is ``atomic_write(path, lambda f: np.savez(f, **arrays))``)."""
 
 from __future__ import annotations
 
@@ -6,8 +7,6 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
-
-import numpy as np
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> Path:
@@ -34,8 +33,3 @@ def fsync_folder(folder: str | os.PathLike) -> None:
         os.fsync(folder_fd)
     finally:
         os.close(folder_fd)
-
-
-def atomic_save_npz(path: str | os.PathLike, arrays: dict[str, np.ndarray]) -> Path:
-    """Write ``arrays`` as an uncompressed .npz at ``path``, atomically."""
-    return atomic_write(path, lambda f: np.savez(f, **arrays))

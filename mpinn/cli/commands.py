@@ -15,13 +15,16 @@ from mpinn.data.validate import check_dataset, check_features, check_steps, chec
 from mpinn.errors import ConfigError
 from mpinn.export import check_export_path, export_model
 from mpinn.memory import available_bytes, check_fits, parameter_count, rank_bytes
-from mpinn.nn import Dense, Sequential
+from mpinn.keras import Sequential, load_model
+from mpinn.nn import Dense
 from mpinn.optim import CosineAnnealingLR, Optimizer, Schedule, StepLR, WarmupCosine, get_optimizer
 from mpinn.parallel import Communicator, DataParallel, Strategy, install_abort_hook
 from mpinn.outputs import check_output_dir, check_output_file
 from mpinn.parallel.agreement import agree, on_root
 from mpinn.parallel.fault_tolerance import check_on_failure
 from mpinn.train import default_callbacks
+from mpinn.train import evaluate as evaluate_model
+from mpinn.train import fit
 from mpinn.train.callbacks import Callback
 from mpinn.train.monitors import ReduceLROnPlateau
 from mpinn.train.checkpointing import Checkpointing
@@ -116,20 +119,20 @@ def train(config: TrainConfig, given: frozenset[str] | None = None) -> int:
     strategy = make_strategy(config, comm)
     if comm.is_root:
         print(f"mpinn: {data.name}, {len(data.x_train)} training samples, model "
-              f"{model.input_dim}-{'-'.join(map(str, config.hidden))}-{model.output_dim} "
-              f"({model.num_params} parameters), {config.strategy} parallel over {comm.size} "
+              f"{model.net.input_dim}-{'-'.join(map(str, config.hidden))}-{model.net.output_dim} "
+              f"({model.net.num_params} parameters), {config.strategy} parallel over {comm.size} "
               f"rank(s), global batch {config.batch_size}", flush=True)
     check_test_set(model, data)
     callbacks = default_callbacks(comm, config.verbose, config.metrics, config.verbose_ranks)
     callbacks += lr_callbacks(config)
-    model.fit(data.x_train, data.y_train, epochs=config.epochs, batch_size=config.batch_size,
-              validation_split=config.validation_split, shuffle=config.sampler == "random",
-              drop_last=config.drop_last, accumulation_steps=config.accumulation_steps,
-              strategy=strategy, callbacks=callbacks, checkpoint=checkpointing(config, given),
-              verbose=config.verbose, log_every=config.log_every,
-              lr_schedule=lr_schedule(config, model.optimizer), watchdog=config.watchdog,
-              on_nonfinite=config.on_nonfinite, on_failure=config.on_failure)
-    _report(comm, "test", model.evaluate(data.x_test, data.y_test, strategy=strategy,
+    fit(model, data.x_train, data.y_train, epochs=config.epochs, batch_size=config.batch_size,
+        validation_split=config.validation_split, shuffle=config.sampler == "random",
+        drop_last=config.drop_last, accumulation_steps=config.accumulation_steps,
+        strategy=strategy, callbacks=callbacks, checkpoint=checkpointing(config, given),
+        verbose=config.verbose, log_every=config.log_every,
+        lr_schedule=lr_schedule(config, model.optimizer), watchdog=config.watchdog,
+        on_nonfinite=config.on_nonfinite, on_failure=config.on_failure)
+    _report(comm, "test", evaluate_model(model, data.x_test, data.y_test, strategy=strategy,
                                          watchdog=config.watchdog))
     if config.save and comm.is_root:
         model.save(config.save)
@@ -139,7 +142,7 @@ def train(config: TrainConfig, given: frozenset[str] | None = None) -> int:
 
 def check_test_set(model: Sequential, data: Dataset) -> None:
     """The test set is scored only at the end: check it before the first step, by its name."""
-    check_features(data.x_test, model.input_dim, name="x_test")
+    check_features(data.x_test, model.net.input_dim, name="x_test")
     check_xy(data.x_test, data.y_test, n_classes=data.n_classes or None, name="x_test")
 
 
@@ -177,7 +180,7 @@ def lr_schedule(config: TrainConfig, optimizer: Optimizer) -> Schedule | None:
 
 def _load_model(path: str) -> Sequential:
     try:
-        return Sequential.load(path)
+        return load_model(path)
     except (OSError, EOFError, KeyError, IndexError, TypeError, ValueError, AttributeError,
             zipfile.BadZipFile) as exc:
         reason = str(exc) or type(exc).__name__
@@ -188,8 +191,8 @@ def _load_model(path: str) -> Sequential:
 def _load(args: argparse.Namespace) -> tuple[Sequential, Dataset]:
     model = _load_model(args.model)
     data = load_checked_dataset(args.dataset)
-    check_features(data.x_test, model.input_dim, "x_test")
-    check_xy(data.x_test, data.y_test, model.output_dim if data.n_classes else None, "x_test", "y_test")
+    check_features(data.x_test, model.net.input_dim, "x_test")
+    check_xy(data.x_test, data.y_test, model.net.output_dim if data.n_classes else None, "x_test", "y_test")
     compile_for(model, data)
     return model, data
 
@@ -197,7 +200,7 @@ def _load(args: argparse.Namespace) -> tuple[Sequential, Dataset]:
 def evaluate(args: argparse.Namespace) -> int:
     comm = _world()
     model, data = _load(args)
-    _report(comm, "test", model.evaluate(data.x_test, data.y_test, strategy=DataParallel(comm)))
+    _report(comm, "test", evaluate_model(model, data.x_test, data.y_test, strategy=DataParallel(comm)))
     return 0
 
 
@@ -206,8 +209,8 @@ def predict(args: argparse.Namespace) -> int:
     output = args.output if args.output.endswith(".npy") else args.output + ".npy"
     on_root(comm, lambda: check_output_file(output, "--output"))
     model, data = _load(args)
-    x = _read_input(args.input, model.input_dim) if args.input else data.x_test
-    outputs = model.predict(x)
+    x = _read_input(args.input, model.net.input_dim) if args.input else data.x_test
+    outputs = model.predict(x, batch_size=1024)
     if comm.is_root:
         np.save(output, outputs)
         print(f"{len(outputs)} predictions written to {output}", flush=True)
@@ -233,6 +236,6 @@ def export(args: argparse.Namespace) -> int:
     on_root(comm, lambda: check_export_path(args.output))
     model = _load_model(args.model)
     if comm.is_root:
-        path = export_model(model, args.output)
+        path = export_model(model.net, args.output)
         print(f"{len(model.params)} parameters written to {path}", flush=True)
     return 0

@@ -27,6 +27,7 @@ from mpinn.io import atomic_write
 from mpinn.outputs import check_output_file
 from mpinn.parallel import Communicator, install_abort_hook
 from mpinn.parallel.agreement import on_root
+from mpinn.train import evaluate, fit
 
 
 def group_count(world_size: int, ranks_per_config: int) -> int:
@@ -44,20 +45,20 @@ def train_configuration(config: TrainConfig, data: Dataset,
     model = build_model(config, data)
     strategy = make_strategy(config, comm)
     start = time.perf_counter()
-    history = model.fit(data.x_train, data.y_train, epochs=config.epochs, batch_size=config.batch_size,
-                        validation_split=config.validation_split, shuffle=config.sampler == "random",
-                        drop_last=config.drop_last, accumulation_steps=config.accumulation_steps,
-                        strategy=strategy, callbacks=lr_callbacks(config), verbose=0,
-                        lr_schedule=lr_schedule(config, model.optimizer), watchdog=config.watchdog,
-                        on_nonfinite=config.on_nonfinite)
+    history = fit(model, data.x_train, data.y_train, epochs=config.epochs, batch_size=config.batch_size,
+                  validation_split=config.validation_split, shuffle=config.sampler == "random",
+                  drop_last=config.drop_last, accumulation_steps=config.accumulation_steps,
+                  strategy=strategy, callbacks=lr_callbacks(config), verbose=0,
+                  lr_schedule=lr_schedule(config, model.optimizer), watchdog=config.watchdog,
+                  on_nonfinite=config.on_nonfinite)
     seconds = time.perf_counter() - start
-    test = model.evaluate(data.x_test, data.y_test, strategy=strategy, watchdog=config.watchdog)
+    test = evaluate(model, data.x_test, data.y_test, strategy=strategy, watchdog=config.watchdog)
     last = {key: values[-1] for key, values in history.history.items()}
     row = {"val_loss": last["val_loss"], "val_accuracy": last.get("val_accuracy"),
            "test_loss": test[0] if isinstance(test, tuple) else test,
            "test_accuracy": test[1] if isinstance(test, tuple) else None,
            "seconds": seconds, "ranks": comm.size}
-    return row, model.predict(data.x_test).astype(np.float64)
+    return row, model.predict(data.x_test, batch_size=1024).astype(np.float64)
 
 
 def run_sweep(spec: SweepSpec, comm: Communicator) -> dict[str, Any] | None:

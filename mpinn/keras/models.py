@@ -1,10 +1,10 @@
 """The trainable model: Keras' ``Sequential`` with ``compile``, ``fit``, ``evaluate``, ``predict``.
 
-It IS mpinn's low-level Sequential (one flat parameter buffer, forward/backward) with Keras'
-names, defaults and return types on top; training runs in :mod:`mpinn.train` under the
-strategy of the open ``strategy.scope()`` (:mod:`mpinn.keras.distribute`). What the loop,
-the strategies, checkpoints and callbacks take: ``net`` (the layer stack), ``optimizer``,
-``head`` (the loss head), ``metrics``, ``seed``, ``stop_training``, ``params`` and ``grads``.
+It holds mpinn's low-level Sequential as ``net`` (one flat parameter buffer, forward/backward)
+and adds what training needs: ``optimizer``, ``head`` (the loss head), ``metrics``, ``seed``
+and ``stop_training``; ``params`` and ``grads`` are the net's. It is THE object the training
+loop (:mod:`mpinn.train`), the strategies, checkpoints and callbacks take; training runs under
+the strategy of the open ``strategy.scope()`` (:mod:`mpinn.keras.distribute`).
 """
 
 from __future__ import annotations
@@ -31,23 +31,53 @@ FIT_ONLY = ("pass numpy arrays x and y, with batch_size, epochs, validation_spli
 KERAS_DEFAULTS = {"initial_epoch": 0, "validation_freq": 1, "max_queue_size": 10, "workers": 1}
 
 
-class Sequential(nn.Sequential):
+class Sequential:
     """``Sequential(layers=None, *, seed=None, dtype="float32")``; ``seed=None`` is seed 0, so a
     run is reproducible unless another seed is asked for."""
 
     def __init__(self, layers: list | None = None, *, seed: int | None = None,
                  dtype: Any = "float32", name: str | None = None) -> None:
-        self._input_width: int | None = None
+        self.net = nn.Sequential(seed=0 if seed is None else seed, dtype=dtype)
         self.name = name or "sequential"
+        self.optimizer = None
+        self.head: nn.Head | None = None
+        self.metrics: list[str] = []
         self.stop_training = False
         self.distribute_strategy = distribute.current()
         self.trained_strategy = None  # the mpinn strategy of the last fit (for summary)
-        super().__init__(layers, seed=0 if seed is None else seed, dtype=dtype)
+        self._input_width: int | None = None
+        for layer in layers or ():
+            self.add(layer)
+
+    @classmethod
+    def from_net(cls, net: nn.Sequential, name: str | None = None) -> "Sequential":
+        """A trainable model over an existing ``net`` (compile it before fitting)."""
+        model = cls(seed=net.seed, dtype=net.dtype, name=name)
+        model.net = net
+        return model
 
     @property
-    def net(self) -> nn.Sequential:
-        """The layer stack the math runs on (this model itself: it is an ``nn.Sequential``)."""
-        return self
+    def seed(self) -> int:
+        """The seed of the initial parameters and of the per-epoch shuffle."""
+        return self.net.seed
+
+    @property
+    def params(self) -> np.ndarray:
+        """The net's parameters: one contiguous 1-D array."""
+        return self.net.params
+
+    @property
+    def grads(self) -> np.ndarray:
+        """The net's gradients, same layout as ``params``."""
+        return self.net.grads
+
+    @property
+    def layers(self) -> list[nn.Layer]:
+        return self.net.layers
+
+    @property
+    def built(self) -> bool:
+        return self.net.built
 
     # ---- structure ---------------------------------------------------------------------
     def add(self, layer: Any) -> None:
@@ -65,14 +95,14 @@ class Sequential(nn.Sequential):
         if not isinstance(layer, nn.Layer):
             raise UnsupportedFeature(f"adding {type(layer).__name__!r} to a Sequential",
                                      "add mpinn.keras.layers (Dense, Dropout, Activation, Input)")
-        super().add(layer)
+        self.net.add(layer)
 
     def build(self, input_dim: int | None = None) -> None:
         """Allocate the parameters for ``input_dim`` features (or the declared input width)."""
         if input_dim is not None and self._input_width not in (None, input_dim):
             raise ConfigError(f"x has {input_dim} features but the model's Input declares "
                               f"{self._input_width}")
-        super().build(input_dim if input_dim is not None else self._input_width)
+        self.net.build(input_dim if input_dim is not None else self._input_width)
 
     # ---- training ----------------------------------------------------------------------
     def compile(self, optimizer: Any = "rmsprop", loss: Any = None, metrics: Any = None,
@@ -131,7 +161,10 @@ class Sequential(nn.Sequential):
         reject_options("predict", options, "pass a numpy array x", KERAS_DEFAULTS)
         x, _ = _arrays(x, None, need_y=False)
         _verbose(verbose, 1)
-        return super().predict(x, batch_size=batch_size or 32)
+        batch_size = batch_size or 32
+        outs = [self.net.forward(x[i:i + batch_size], training=False).copy()
+                for i in range(0, len(x), batch_size)]
+        return np.concatenate(outs) if outs else np.empty((0, self.net.output_dim), self.net.dtype)
 
     def _strategy(self):
         """The mpinn strategy of the innermost open scope, else of the scope the model was
@@ -161,14 +194,14 @@ class Sequential(nn.Sequential):
         """Architecture and weights in one .npz (atomically), read back by ``load_model``."""
         if not overwrite and os.path.exists(filepath):
             raise ConfigError(f"{filepath} exists; pass overwrite=True or choose another path")
-        super().save(filepath, params=params)
+        self.net.save(filepath, params=params)
 
     def get_weights(self) -> list[np.ndarray]:
         """Copies of each layer's arrays (kernel, then bias), as Keras lists them."""
-        return [array.copy() for array in self.named_params().values()]
+        return [array.copy() for array in self.net.named_params().values()]
 
     def set_weights(self, weights: list[np.ndarray]) -> None:
-        views = list(self.named_params().values())
+        views = list(self.net.named_params().values())
         if len(weights) != len(views) or any(np.shape(w) != v.shape for w, v in zip(weights, views)):
             raise ConfigError(f"set_weights needs {len(views)} arrays of shapes "
                               f"{[v.shape for v in views]}")
@@ -187,7 +220,7 @@ class Model:
 
 def load_model(filepath: str | os.PathLike, compile: bool = True) -> Sequential:
     """A Sequential written by ``save`` (or ModelCheckpoint); compile it again before fitting."""
-    return Sequential.load(filepath)
+    return Sequential.from_net(nn.Sequential.load(filepath))
 
 
 def _metric_names(given: Any) -> list[str]:

@@ -26,10 +26,10 @@ def _size(count: int, itemsize: int) -> str:
     return f"{count:,} ({size:.2f} {unit})"
 
 
-def layer_rows(model) -> list[tuple[str, str, str]]:
-    """(name (type), output shape, parameter count) for each layer, named as Keras does."""
-    rows, seen, width = [], {}, model.input_dim
-    for layer in model.layers:
+def layer_rows(net) -> list[tuple[str, str, str]]:
+    """(name (type), output shape, parameter count) for each layer of ``net``, named as Keras does."""
+    rows, seen, width = [], {}, net.input_dim
+    for layer in net.layers:
         kind = type(layer).__name__
         base = kind.lower() if kind != "Layer" else "identity"
         name = base if base not in seen else f"{base}_{seen[base]}"
@@ -57,10 +57,11 @@ def summary_lines(model, strategy: Any = None) -> list[str]:
     model.build()
     rule = "_" * (sum(WIDTHS) + 1)
     total = model.params.size
-    lines = [f'Model: "{getattr(model, "name", "sequential")}"', rule,
+    lines = [f'Model: "{model.name}"', rule,
              _row(("Layer (type)", "Output Shape", "Param #")), "=" * len(rule)]
-    lines += [_row(row) for row in layer_rows(model)]
-    lines += ["=" * len(rule), f" Total params: {_size(total, model.dtype.itemsize)}",
-              f" Trainable params: {_size(total, model.dtype.itemsize)}",
-              f" Non-trainable params: {_size(0, model.dtype.itemsize)}", rule]
+    lines += [_row(row) for row in layer_rows(model.net)]
+    itemsize = model.net.dtype.itemsize
+    lines += ["=" * len(rule), f" Total params: {_size(total, itemsize)}",
+              f" Trainable params: {_size(total, itemsize)}",
+              f" Non-trainable params: {_size(0, itemsize)}", rule]
     return lines + rank_lines(strategy, total)

@@ -1,8 +1,9 @@
 """Sequential: a stack of layers over ONE flat parameter buffer and ONE flat gradient buffer.
 
 Every layer's weight and bias are views into ``params`` (and ``grads``), so an Allreduce, a
-shard or a checkpoint handles the whole model as one array. The Keras-shaped front
-(compile/fit/evaluate/predict/save/load) delegates training to :mod:`mpinn.train`.
+shard or a checkpoint handles the whole model as one array. This is the low-level model:
+training (compile/fit/evaluate/predict) lives above it, on :class:`mpinn.keras.Sequential`,
+which holds one of these as its ``net``.
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ from typing import Any
 import numpy as np
 
 from mpinn.errors import ConfigError
+from mpinn.io import atomic_write
 from mpinn.nn.layers import Dense, Layer, Sigmoid, Softmax, layer_from_config, make_activation
-from mpinn.nn.losses import BCELoss, BCEWithLogitsLoss, CrossEntropyLoss, Loss, get_loss
+from mpinn.nn.losses import BCELoss, BCEWithLogitsLoss, CrossEntropyLoss, Loss
 
 DTYPES = {"float32": np.float32, "float64": np.float64}
 
@@ -38,6 +40,20 @@ class Head:
     threshold: float
 
 
+class _FrontOnly:
+    """A method of the trainable model, named here only to say where it lives."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, model: Any, owner: type | None = None) -> Callable[..., Any]:
+        def refuse(*args: Any, **kwargs: Any) -> Any:
+            raise ConfigError(f"nn.Sequential is the low-level model (forward, backward, params, "
+                              f"grads); {self.name} lives on the trainable model: "
+                              f"from mpinn.keras import Sequential, which holds one as its net")
+        return refuse
+
+
 class Sequential:
     def __init__(self, layers: Iterable[Layer] | None = None, seed: int = 0,
                  dtype: Any = np.float32) -> None:
@@ -49,9 +65,6 @@ class Sequential:
         self.input_dim: int | None = None
         self.output_dim: int | None = None
         self._params: np.ndarray | None = None
-        self.head: Head | None = None
-        self.optimizer = None
-        self.metrics: list[str] = []
         for layer in layers or ():
             self.add(layer)
 
@@ -225,37 +238,8 @@ class Sequential:
     def num_params(self) -> int:
         return self.params.size
 
-    # ---- Keras-shaped front ----------------------------------------------------------
-    def compile(self, optimizer: Any = "adam", loss: str | Loss = "mse",
-                metrics: Iterable[str] = ()) -> None:
-        """Choose the optimizer, the loss and the metrics ("accuracy") used by fit/evaluate."""
-        from mpinn.optim import get_optimizer
-
-        self.optimizer = get_optimizer(optimizer)
-        self.metrics = list(metrics)
-        unknown = [m for m in self.metrics if m not in ("accuracy", "acc")]
-        if unknown:
-            raise ConfigError(f"unknown metric {unknown[0]!r}; choose one of: accuracy")
-        self.head = training_head(self.layers, get_loss(loss))
-
-    def fit(self, x: np.ndarray, y: np.ndarray, **kwargs: Any):
-        """Train; under mpiexec data-parallel by default. See :func:`mpinn.train.fit`."""
-        from mpinn.train import fit
-
-        return fit(self, x, y, **kwargs)
-
-    def evaluate(self, x: np.ndarray, y: np.ndarray, **kwargs: Any):
-        """(loss, accuracy) or loss alone when no metric was compiled; see :func:`mpinn.train.evaluate`."""
-        from mpinn.train import evaluate
-
-        return evaluate(self, x, y, **kwargs)
-
-    def predict(self, x: np.ndarray, batch_size: int = 1024) -> np.ndarray:
-        """Outputs of the whole model (probabilities after a final softmax/sigmoid)."""
-        x = np.asarray(x)
-        outs = [self.forward(x[i:i + batch_size], training=False).copy()
-                for i in range(0, len(x), batch_size)]
-        return np.concatenate(outs) if outs else np.empty((0, self.output_dim), self.dtype)
+    # ---- training lives on the Keras front ----------------------------------------------
+    compile, fit, evaluate, predict = (_FrontOnly() for _ in range(4))
 
     def get_config(self) -> dict[str, Any]:
         return {"seed": self.seed, "dtype": self.dtype.name, "input_dim": self.input_dim,
@@ -264,10 +248,9 @@ class Sequential:
     def save(self, path: str | os.PathLike, params: np.ndarray | None = None) -> None:
         """Write architecture and parameters to an .npz (atomically); ``params`` replaces the
         model's own (the whole model gathered from a strategy that holds only parts of it)."""
-        from mpinn.io import atomic_save_npz
-
-        atomic_save_npz(path, {"params": self.params if params is None else params,
-                               "config": np.array(json.dumps(self.get_config()))})
+        arrays = {"params": self.params if params is None else params,
+                  "config": np.array(json.dumps(self.get_config()))}
+        atomic_write(path, lambda f: np.savez(f, **arrays))
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Sequential":

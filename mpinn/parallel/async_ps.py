@@ -53,8 +53,8 @@ class WorkerRole:
         self.lags[self.clock - min(self.held)] += 1
         lo, hi = shard_range(len(batch), self.index, self.workers)
         rows = batch[lo:hi]
-        model.zero_grad()
-        tally = accumulate_gradients(model, model.head, x[rows], y[rows], len(batch),
+        model.net.zero_grad()
+        tally = accumulate_gradients(model.net, model.head, x[rows], y[rows], len(batch),
                                      shard_ranges(len(rows), accumulation_steps), self._progress)
         self._push(model.grads)
         self.clock += 1
@@ -124,8 +124,8 @@ class LocalRole:
 
     def step(self, model, x: np.ndarray, y: np.ndarray, batch: np.ndarray,
              accumulation_steps: int) -> np.ndarray:
-        model.zero_grad()
-        tally = accumulate_gradients(model, model.head, x[batch], y[batch], len(batch),
+        model.net.zero_grad()
+        tally = accumulate_gradients(model.net, model.head, x[batch], y[batch], len(batch),
                                      shard_ranges(len(batch), accumulation_steps))
         self.shard.add(0, model.grads)
         return tally
@@ -156,7 +156,7 @@ class AsyncParameterServer(Strategy):
         self.shard = None
         if rank < self.servers:
             lo, hi = self.slices[rank]
-            clip = GradientClip(slice_runs(model, lo, hi), servers.Allreduce if servers else None)
+            clip = GradientClip(slice_runs(model.net, lo, hi), servers.Allreduce if servers else None)
             self.shard = ClockedShard(model.params[lo:hi], slice_twin(model.optimizer, lo, hi),
                                       max(workers, 1), clip)
         if self.comm.size == 1:
@@ -193,7 +193,7 @@ class AsyncParameterServer(Strategy):
     def evaluate_tally(self, model, x: np.ndarray, y: np.ndarray, batch_size: int) -> np.ndarray:
         self.share_params(model)
         lo, hi = shard_range(len(x), self.comm.rank, self.comm.size)
-        return evaluate_rows(model, model.head, x, y, lo, hi, batch_size)
+        return evaluate_rows(model.net, model.head, x, y, lo, hi, batch_size)
 
     def full_state(self, model) -> tuple[np.ndarray, dict[str, Any]] | None:
         """The gathered parameters and the servers' optimizer slices in the one-rank layout."""

@@ -45,20 +45,20 @@ class DataParallel(Strategy):
 
     def setup(self, model) -> None:
         """Give every rank rank 0's parameters (checked bitwise), then set up the parts."""
-        self.partition.setup(model)
-        self.reducer.setup(model)
-        self.updater.setup(model, model.optimizer)
+        self.partition.setup(model.net)
+        self.reducer.setup(model.net)
+        self.updater.setup(model.net, model.optimizer)
 
     def train_step(self, model, x: np.ndarray, y: np.ndarray, batch: np.ndarray,
                    accumulation_steps: int = 1) -> np.ndarray:
         lo, hi = self.partition.rows(len(batch), self.reducer.unit)
-        tally = self.reducer.accumulate(model, model.head, x, y, batch, lo, hi, accumulation_steps)
+        tally = self.reducer.accumulate(model.net, model.head, x, y, batch, lo, hi, accumulation_steps)
         self.updater.step(self.reducer.finish())
         return tally
 
     def evaluate_tally(self, model, x: np.ndarray, y: np.ndarray, batch_size: int) -> np.ndarray:
         lo, hi = self.partition.rows(len(x), self.reducer.evaluation_unit(batch_size))
-        return self.reducer.evaluate(model, model.head, x, y, lo, hi, batch_size)
+        return self.reducer.evaluate(model.net, model.head, x, y, lo, hi, batch_size)
 
     def local_state(self, model) -> tuple[np.ndarray, Any]:
         """The whole parameters (every rank holds them) and the optimizer the updater steps."""

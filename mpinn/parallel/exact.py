@@ -62,19 +62,19 @@ class ExactGradients:
         self.comm, self.group_size, self.headroom = comm, group_size, headroom
         self.exponent: int | None = None  # of the grid in use, agreed on every rank
 
-    def setup(self, model) -> None:
-        integer = GRID_INTEGERS[model.grads.dtype]
+    def setup(self, net) -> None:
+        integer = GRID_INTEGERS[net.grads.dtype]
         self.bits = np.iinfo(integer).bits - 1  # magnitudes below 2**bits fit
-        self.sums = np.zeros(model.grads.size, integer)
+        self.sums = np.zeros(net.grads.size, integer)
         self._term = np.empty(min(CHUNK, self.sums.size), integer)
-        self._grads = model.grads
-        starts = [model.layer_offsets[i] for i in model.param_layers] + [model.grads.size]
-        self._spans = dict(zip(model.param_layers, zip(starts, starts[1:])))
+        self._grads = net.grads
+        starts = [net.layer_offsets[i] for i in net.param_layers] + [net.grads.size]
+        self._spans = dict(zip(net.param_layers, zip(starts, starts[1:])))
         self._rowwise: dict[tuple[int, ...], bool] = {}
 
-    def accumulate(self, model, x: np.ndarray, y: np.ndarray, batch: np.ndarray,
+    def accumulate(self, net, head, x: np.ndarray, y: np.ndarray, batch: np.ndarray,
                    reducer=None, span: tuple[int, int] | None = None) -> np.ndarray:
-        """The groups of positions ``span`` (whole groups; this rank's share over ``comm`` by
+        """``net``'s gradients through ``head`` of the groups of positions ``span`` (whole groups; this rank's share over ``comm`` by
         default) of the global batch summed on the grid into ``sums``; returns their tally.
         Recomputes the step on a coarser grid if the gradients outgrew the grid.
 
@@ -88,7 +88,7 @@ class ExactGradients:
         while True:
             if self.exponent is None:
                 self.exponent = self._exponent_for(1.0, n_groups)
-            tally, local_max = self._grid_sums(model, x, y, batch, groups, n_groups)
+            tally, local_max = self._grid_sums(net, head, x, y, batch, groups, n_groups)
             largest = self.comm.Allreduce(np.array([local_max]), op="max")[0]
             if not math.isfinite(largest):  # the step's gradients are NaN: the loop's guard acts
                 self.used_exponent = None  # so to_gradients hands the guard NaN, not integers
@@ -109,10 +109,10 @@ class ExactGradients:
         top = math.frexp(largest)[1] + math.ceil(math.log2(n_groups))
         return max(-100, min(100, self.bits - self.headroom - top))
 
-    def _grid_sums(self, model, x, y, batch, groups: list[tuple[int, int]],
+    def _grid_sums(self, net, head, x, y, batch, groups: list[tuple[int, int]],
                    n_groups: int) -> tuple[np.ndarray, float]:
         """Every group of ``groups`` on the grid, summed into ``sums``: (tally, largest |term|)."""
-        self._scale = model.grads.dtype.type(math.ldexp(1.0, self.exponent))
+        self._scale = net.grads.dtype.type(math.ldexp(1.0, self.exponent))
         self._limit = 2.0 ** self.bits / n_groups  # each term below it: no sum can overflow
         self._largest, self._finite = 0.0, True
         if not groups:  # nothing to add; still every reduction, in the others' order
@@ -124,19 +124,19 @@ class ExactGradients:
         rows = batch[first:groups[-1][1]]
         xb, yb = x[rows], y[rows]
         local = [(lo - first, hi - first) for lo, hi in groups]
-        if self._rows_independent(model, local):
-            tallies = group_gradients(model, model.head, xb, yb, len(batch), local, self._take)
+        if self._rows_independent(net, local):
+            tallies = group_gradients(net, head, xb, yb, len(batch), local, self._take)
         else:  # each group on its own: the same bits as above, with smaller products
-            tallies = [group_gradients(model, model.head, xb[lo:hi], yb[lo:hi], len(batch),
+            tallies = [group_gradients(net, head, xb[lo:hi], yb[lo:hi], len(batch),
                                        [(0, hi - lo)], lambda layer, _, k=k: self._take(layer, k))[0]
                        for k, (lo, hi) in enumerate(local)]
         tally = np.sum([on_loss_grid(t) for t in tallies], axis=0)
         return tally, self._largest if self._finite else math.inf
 
-    def _rows_independent(self, model, local: list[tuple[int, int]]) -> bool:
+    def _rows_independent(self, net, local: list[tuple[int, int]]) -> bool:
         key = tuple(hi - lo for lo, hi in local)
         if key not in self._rowwise:
-            self._rowwise[key] = rows_independent_of_call(model, local)
+            self._rowwise[key] = rows_independent_of_call(net, local)
         return self._rowwise[key]
 
     def _take(self, layer: int, k: int) -> None:
@@ -192,7 +192,7 @@ class ExactSums(Reducer):
                    hi: int, micro_batches: int = 1) -> np.ndarray:
         """Every group is its own micro-batch, so ``micro_batches`` changes nothing."""
         self.carrier.begin()
-        return self.exact.accumulate(net, x, y, batch, self.carrier if self.carrier.overlaps else None,
+        return self.exact.accumulate(net, head, x, y, batch, self.carrier if self.carrier.overlaps else None,
                                      (lo, hi))
 
     def finish(self) -> np.ndarray:

@@ -27,6 +27,7 @@ class LocalModel(NamedTuple):
     index: np.ndarray  # local params == whole params[index]
     in_width: int
     out_width: int
+    head: Head | None = None  # the training head, on the part holding the model's last layer
 
 
 def describe(model: Sequential) -> tuple[list[str], list[int], list[int]]:
@@ -65,19 +66,21 @@ def _local_index(model: Sequential, layers: list[SlicedLayer]) -> np.ndarray:
     return np.concatenate(parts) if parts else np.zeros(0, dtype=np.intp)
 
 
-def build_local_model(model: Sequential, plan: LocalPlan, tensor_comm: Communicator) -> LocalModel:
+def build_local_model(model: Sequential, plan: LocalPlan, tensor_comm: Communicator,
+                      head: Head | None = None) -> LocalModel:
     """The Sequential of ``plan``'s layers, holding its part of ``model``'s parameters; the
-    stage holding the model's last layer also gets the training head."""
+    stage holding the model's last layer also gets the training ``head``, cut to its layers."""
     _, _, widths = describe(model)
     local = Sequential([_make_layer(model, s, tensor_comm) for s in plan.layers], seed=model.seed,
                        dtype=model.dtype)
     local.build(widths[plan.start])
     index = _local_index(model, plan.layers)
     local.params[...] = model.params[index]
-    if plan.stop == len(model.layers) and model.head is not None:
-        head = model.head
-        local.head = Head(head.stop - plan.start, copy.copy(head.loss), head.threshold)
-    return LocalModel(local, index, widths[plan.start], widths[plan.stop])
+    if plan.stop == len(model.layers) and head is not None:
+        head = Head(head.stop - plan.start, copy.copy(head.loss), head.threshold)
+    else:
+        head = None
+    return LocalModel(local, index, widths[plan.start], widths[plan.stop], head)
 
 
 def tensor_parallel(model: Sequential, comm: Communicator) -> Sequential:

@@ -35,8 +35,8 @@ class LocalSGD(Strategy):
 
     def setup(self, model) -> None:
         """Every replica starts from rank 0's parameters."""
-        self.partition.setup(model)
-        self.updater.setup(model, model.optimizer)
+        self.partition.setup(model.net)
+        self.updater.setup(model.net, model.optimizer)
         self.steps_since_sync = 0
         self.samples_since_sync = 0
 
@@ -44,8 +44,8 @@ class LocalSGD(Strategy):
                    accumulation_steps: int = 1) -> np.ndarray:
         lo, hi = self.partition.rows(len(batch))
         rows = batch[lo:hi]
-        model.zero_grad()
-        tally = accumulate_gradients(model, model.head, x[rows], y[rows], max(len(rows), 1),
+        model.net.zero_grad()
+        tally = accumulate_gradients(model.net, model.head, x[rows], y[rows], max(len(rows), 1),
                                      shard_ranges(len(rows), accumulation_steps))
         if len(rows):
             self.updater.step(model.grads)
@@ -76,7 +76,7 @@ class LocalSGD(Strategy):
         own = model.params.copy()
         model.params[...] = self.averaged_params(model)
         try:
-            return evaluate_rows(model, model.head, x, y, *self.partition.rows(len(x)), batch_size)
+            return evaluate_rows(model.net, model.head, x, y, *self.partition.rows(len(x)), batch_size)
         finally:
             model.params[...] = own
 

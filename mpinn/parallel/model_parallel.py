@@ -58,16 +58,17 @@ class ModelParallel(Strategy):
     def setup(self, model) -> None:
         """Check the model fits the grid (every rank, no messages), then build this rank's part
         from rank 0's parameters and optimizer state."""
-        model.build()
-        types, counts, widths = describe(model)
+        net = model.net
+        net.build()
+        types, counts, widths = describe(net)
         plan = self._plan(types, counts, widths, costs=None)
         data_comm, pipeline_comm, tensor_comm = self._communicators()
-        self.comm.Bcast(model.params)
+        self.comm.Bcast(net.params)
         if self.balance == "time" and not self.boundaries:
-            costs = self.comm.bcast_obj(measure_block_costs(model, block_starts(counts))
+            costs = self.comm.bcast_obj(measure_block_costs(net, block_starts(counts))
                                         if self.comm.is_root else None)
             plan = self._plan(types, counts, widths, costs)
-        self.part = build_local_model(model, plan, tensor_comm)
+        self.part = build_local_model(net, plan, tensor_comm, model.head)
         optimizer = model.optimizer.twin()
         if model.optimizer.state:
             optimizer.load_state_dict(self._localised(model.optimizer.state_dict()))
@@ -77,13 +78,13 @@ class ModelParallel(Strategy):
         self.updater = ReplicatedUpdate(data_comm)
         self.updater.setup(self.part.model, optimizer, self._clip(model, pipeline_comm, tensor_comm))
         self.runner = PipelineRunner(self.part.model, pipeline_comm, self.part.in_width,
-                                     self.part.out_width)
+                                     self.part.out_width, self.part.head)
 
     def _clip(self, model, pipeline_comm: Communicator, tensor_comm: Communicator) -> GradientClip:
         """Clipping of this part's gradient: its per-tensor squares summed over the tensor group,
         then the pipeline group (one data replica: the whole model), each tensor the tensor
         group replicates (a row-parallel bias, an unsplit layer) divided by its copies."""
-        sizes = np.array([p.size for p in model.named_params().values()])
+        sizes = np.array([p.size for p in model.net.named_params().values()])
         tensor_of = np.repeat(np.arange(len(sizes), dtype=np.int32), sizes)
         held = np.bincount(tensor_of[self.part.index], minlength=len(sizes)).astype(np.float64)
         copies = np.maximum(tensor_comm.Allreduce(held) / sizes, 1.0)

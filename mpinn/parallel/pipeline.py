@@ -15,7 +15,7 @@ import time
 
 import numpy as np
 
-from mpinn.nn import Sequential
+from mpinn.nn import Head, Sequential
 from mpinn.parallel.comm import Communicator
 from mpinn.layout.schedule import (BACKWARD, COMPUTE, FORWARD, RECEIVES, RECV_ACTIVATION, RECV_GRAD,
                                    SEND_ACTIVATION, Action)
@@ -31,8 +31,9 @@ def tag(action: Action) -> int:
 class PipelineRunner:
     """Runs the programs of one stage over ``comm`` (rank s of the pipeline group = stage s)."""
 
-    def __init__(self, stage_model: Sequential, comm: Communicator, in_width: int, out_width: int) -> None:
-        self.model = stage_model
+    def __init__(self, stage_model: Sequential, comm: Communicator, in_width: int, out_width: int,
+                 head: Head | None = None) -> None:
+        self.model, self.head = stage_model, head
         self.comm = comm
         self.stage, self.stages = comm.rank, comm.size
         self.widths = {RECV_ACTIVATION: in_width, RECV_GRAD: out_width}
@@ -104,10 +105,10 @@ class PipelineRunner:
         rows = self._chunks[k]
         x = self._x[rows] if self.stage == 0 else self._inbox.pop(k)
         replica = self._free.pop() if self._free else self._new_replica()
-        stop = replica.head.stop if self.is_last else None
+        stop = self.head.stop if self.is_last else None
         out = replica.forward(x, training=self._training, stop=stop)
         if self.is_last:
-            self._tally += head_tally(replica.head, out, self._y[rows])
+            self._tally += head_tally(self.head, out, self._y[rows])
         else:
             self._outbox[k] = out
         if not self._training:
@@ -115,7 +116,7 @@ class PipelineRunner:
             return
         self._running[k] = replica
         if self.is_last:  # the loss plays the next stage: its gradient arrives in the inbox
-            self._inbox[k] = replica.head.loss.backward() * (len(rows) / self._n_global)
+            self._inbox[k] = self.head.loss.backward() * (len(rows) / self._n_global)
 
     def _backward(self, i: int, action: Action) -> None:
         k = action.micro_batch

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from mpinn.errors import ConfigError
-from mpinn.io import atomic_save_npz
+from mpinn.io import atomic_write
 
 FORMAT = 1
 NAME = re.compile(r"^ckpt-(\d{8,})(?:-(\d+))?\.npz$")  # ckpt-<step>.npz, -<n> if that was taken
@@ -88,7 +88,7 @@ def write_checkpoint(directory: str | Path, params: np.ndarray, optimizer_state:
         "sha256": {name: _digest(array) for name, array in arrays.items()},
     }
     arrays["meta"] = np.array(json.dumps(meta))
-    return atomic_save_npz(checkpoint_path(directory, progress.step), arrays)
+    return atomic_write(checkpoint_path(directory, progress.step), lambda f: np.savez(f, **arrays))
 
 
 def read_checkpoint(path: str | Path) -> Checkpoint:

@@ -111,7 +111,7 @@ class Checkpointing:
             checkpoint = read_checkpoint(found.valid[0].path)
             try:
                 check_fixed_settings(checkpoint.meta.get("run", {}), self.run_config, checkpoint.path)
-                check_same_model(checkpoint, model.get_config())
+                check_same_model(checkpoint, model.net.get_config())
             except ConfigError as exc:
                 return str(exc)
         self._tidy(found)
@@ -159,7 +159,7 @@ class Checkpointing:
             saved = Progress(progress.epoch, progress.batch, progress.step, tallies[:3],
                              tallies[3:], progress.window_first)
             path = write_checkpoint(self.directory, params, optimizer_state, saved,
-                                    model.get_config(), self.run_config, self._sequence)
+                                    model.net.get_config(), self.run_config, self._sequence)
             self._sequence += 1
             prune(self.directory, self.keep, path)
         return Path(strategy.comm.bcast_obj(str(path) if path else None))

@@ -53,7 +53,8 @@ def fit(model, x: np.ndarray, y: np.ndarray, *, epochs: int = 1, batch_size: int
         verbose: int = 1, log_every: int | None = None, checkpoint: Checkpointing | None = None,
         lr_schedule: Schedule | None = None, watchdog: float | None = DEFAULT_WATCHDOG_SECONDS,
         on_nonfinite: str = "stop", on_failure: str = "abort") -> History:
-    """Train ``model`` (compiled) on (x, y); ``batch_size`` is the GLOBAL batch.
+    """Train ``model`` (the trainable model, compiled: see :class:`mpinn.keras.Sequential`) on
+    (x, y); ``batch_size`` is the GLOBAL batch.
 
     Every rank passes the same x and y; each takes its contiguous part of every global
     batch, so the result equals one rank's for the same seed and batch size. ``epochs`` is
@@ -316,12 +317,12 @@ def _checked_xy(model, x, y, name: str = "x", y_name: str = "y") -> tuple[np.nda
     x, y = np.asarray(x), np.asarray(y)
     if x.ndim != 2:
         raise ConfigError(f"{name} must be 2-D (samples, features), got shape {x.shape}")
-    if model.built:
-        check_features(x, model.input_dim, name)
+    if model.net.built:
+        check_features(x, model.net.input_dim, name)
     else:
         model.build(x.shape[1])
     sparse = isinstance(model.head.loss, CrossEntropyLoss) and y.ndim == 1
-    check_xy(x, y, model.output_dim if sparse else None, name, y_name)
+    check_xy(x, y, model.net.output_dim if sparse else None, name, y_name)
     return x, y
 
 

@@ -4,9 +4,12 @@ every rank raises alike, and a skipped step is undone on every rank and counted.
 import numpy as np
 import pytest
 
+import mpinn.train
 from mpinn.data import make_classification
 from mpinn.errors import ConfigError, Diverged
-from mpinn.nn import Dense, Sequential
+from mpinn.keras import Sequential
+from mpinn.nn import Dense
+from mpinn.optim import Adam
 from mpinn.parallel import DataParallel, ZeroDataParallel
 from mpinn.train import Callback
 
@@ -17,7 +20,7 @@ X, Y = make_classification(n_samples=64, n_features=5, n_classes=3, seed=2)
 
 def make_model():
     model = Sequential([Dense(8, input_dim=5, activation="relu"), Dense(3, activation="softmax")], seed=3)
-    model.compile("adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.compile(Adam(), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     return model
 
 
@@ -78,8 +81,8 @@ class Records(Callback):
 @pytest.mark.parametrize("make", [DataParallel, ZeroDataParallel], ids=["data", "zero"])
 def test_skip_undoes_bad_steps_on_every_rank_and_counts_them(comm, make):
     poisoned, log = make_model(), Records()
-    poisoned.fit(X, Y, epochs=2, batch_size=8, strategy=PoisonStep(make(comm), {6, 9, 10}),
-                 callbacks=[log], log_every=4, on_nonfinite="skip")
+    mpinn.train.fit(poisoned, X, Y, epochs=2, batch_size=8, strategy=PoisonStep(make(comm), {6, 9, 10}),
+                    callbacks=[log], log_every=4, on_nonfinite="skip")
     assert np.isfinite(poisoned.params).all()
     assert [r["skipped_steps"] for r in log.records] == [0, 1, 3, 3]
     comm.check_identical(poisoned.params, "parameters after skipped steps")
@@ -94,8 +97,8 @@ def test_stop_raises_diverged_naming_the_step_on_every_rank(comm):
 
 def test_ten_skipped_steps_in_a_row_stop(comm):
     with pytest.raises(Diverged, match="10 steps in a row up to step 12"):
-        make_model().fit(X, Y, epochs=3, batch_size=8, strategy=PoisonStep(DataParallel(comm), range(3, 30)),
-                         verbose=0, on_nonfinite="skip")
+        mpinn.train.fit(make_model(), X, Y, epochs=3, batch_size=8, verbose=0, on_nonfinite="skip",
+                        strategy=PoisonStep(DataParallel(comm), range(3, 30)))
 
 
 def test_terminate_on_nan_stops_as_keras_does_and_saves_nothing_non_finite(comm, tmp_path):
@@ -105,8 +108,9 @@ def test_terminate_on_nan_stops_as_keras_does_and_saves_nothing_non_finite(comm,
 
     folder = comm.bcast_obj(str(tmp_path) if comm.is_root else None)
     model = make_model()
-    model.fit(X, Y, epochs=2, batch_size=8, strategy=PoisonStep(DataParallel(comm), {3}), verbose=0,
-              callbacks=[TerminateOnNaN()], checkpoint=Checkpointing(folder, every=1, keep=10))
+    mpinn.train.fit(model, X, Y, epochs=2, batch_size=8, strategy=PoisonStep(DataParallel(comm), {3}),
+                    verbose=0, callbacks=[TerminateOnNaN()],
+                    checkpoint=Checkpointing(folder, every=1, keep=10))
     assert model.stop_training
     saved = [read_checkpoint(path) for path in list_checkpoints(folder)]
     assert sorted(c.progress.step for c in saved) == [1, 2]

@@ -9,9 +9,11 @@ import time
 import numpy as np
 import pytest
 
+import mpinn.train
 from mpinn.data import digits, make_classification
 from mpinn.errors import ConfigError
-from mpinn.nn import Dense, Sequential
+from mpinn.keras import Sequential
+from mpinn.nn import Dense
 from mpinn.optim import SGD, Adam
 from mpinn.parallel import Communicator, DataParallel
 from mpinn.parallel.async_ps import AsyncParameterServer
@@ -95,8 +97,8 @@ def test_a_slow_worker_holds_the_others_back_only_by_the_staleness_bound(comm, s
 def test_staleness_four_reaches_93_percent_on_digits(comm):
     data = digits()
     model = make_model(Adam(lr=0.003), inputs=64, classes=10, hidden=64)
-    model.fit(data.x_train, data.y_train, epochs=10, batch_size=32, verbose=0, log_every=10**6,
-              strategy=AsyncParameterServer(comm, staleness=4))
+    mpinn.train.fit(model, data.x_train, data.y_train, epochs=10, batch_size=32, verbose=0, log_every=10**6,
+                    strategy=AsyncParameterServer(comm, staleness=4))
     loss, accuracy = model.evaluate(data.x_test, data.y_test, strategy=DataParallel(comm))
     assert accuracy >= 0.93
     comm.check_identical(model.params, "parameters after fit")

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from mpinn.data import load_dataset, make_classification
-from mpinn.nn import Dense, Sequential
+from mpinn.keras import Sequential
+from mpinn.nn import Dense
 from mpinn.optim import SGD, Adam
 from mpinn.parallel import Communicator, DataParallel
 from mpinn.train import evaluate

@@ -6,8 +6,10 @@ import shutil
 
 import pytest
 
+import mpinn.train
 from mpinn.data import make_classification
-from mpinn.nn import Dense, Sequential
+from mpinn.keras import Sequential
+from mpinn.nn import Dense
 from mpinn.optim import SGD, Adam
 from mpinn.parallel import Communicator, DataParallel
 from mpinn.train.checkpointing import Checkpointing
@@ -31,8 +33,8 @@ def make_model(optimizer):
 def fit(comm, optimizer, epochs, checkpoint=None):
     model = make_model(optimizer)
     strategy = DataParallel(comm, deterministic=True, group_size=3)
-    history = model.fit(X, Y, epochs=epochs, batch_size=20, verbose=0, strategy=strategy,
-                        checkpoint=checkpoint)
+    history = mpinn.train.fit(model, X, Y, epochs=epochs, batch_size=20, verbose=0, strategy=strategy,
+                              checkpoint=checkpoint)
     return model, history
 
 

@@ -8,9 +8,12 @@ import signal
 
 import pytest
 
+import mpinn.train
 from mpinn.data import make_classification
 from mpinn.errors import Preempted
-from mpinn.nn import Dense, Sequential
+from mpinn.keras import Sequential
+from mpinn.nn import Dense
+from mpinn.optim import Adam
 from mpinn.parallel import DataParallel, ZeroDataParallel
 from mpinn.train import Callback
 from mpinn.train.checkpointing import Checkpointing
@@ -32,9 +35,9 @@ class SignalAt(Callback):
 
 def train(strategy, epochs, checkpoint=None, callbacks=()):
     model = Sequential([Dense(12, input_dim=6, activation="tanh"), Dense(3, activation="softmax")], seed=7)
-    model.compile("adam", loss="sparse_categorical_crossentropy")
-    model.fit(X, Y, epochs=epochs, batch_size=16, verbose=0, log_every=1, strategy=strategy,
-              checkpoint=checkpoint, callbacks=list(callbacks))
+    model.compile(Adam(), loss="sparse_categorical_crossentropy")
+    mpinn.train.fit(model, X, Y, epochs=epochs, batch_size=16, verbose=0, log_every=1, strategy=strategy,
+                    checkpoint=checkpoint, callbacks=list(callbacks))
     return model
 
 

@@ -10,9 +10,11 @@ the clipped training equal one rank's, computed on COMM_SELF by each rank.
 import numpy as np
 import pytest
 
+import mpinn.train
 from mpinn.data import make_classification
 from mpinn.layout import GridShape
-from mpinn.nn import Dense, Sequential
+from mpinn.keras import Sequential
+from mpinn.nn import Dense
 from mpinn.optim import SGD, StepLR
 from mpinn.parallel import Communicator, DataParallel, LocalSGD, ModelParallel, ZeroDataParallel
 from mpinn.parallel.async_ps import AsyncParameterServer
@@ -82,8 +84,8 @@ def fit(model, strategy, change=None):
     """``change``: None, "epoch" or "step" (a halving StepLR counted so), or "callback"."""
     schedule = StepLR(model.optimizer, 1, 0.5, per=change) if change in ("epoch", "step") else None
     callbacks = [HalveAtEpochEnd(model)] if change == "callback" else []
-    return model.fit(X, Y, epochs=EPOCHS, batch_size=BATCH, strategy=strategy, verbose=0,
-                     callbacks=callbacks, lr_schedule=schedule)
+    return mpinn.train.fit(model, X, Y, epochs=EPOCHS, batch_size=BATCH, strategy=strategy, verbose=0,
+                           callbacks=callbacks, lr_schedule=schedule)
 
 
 def expected_lrs(change, base):

@@ -10,7 +10,8 @@ import pytest
 
 from mpinn.data import make_classification
 from mpinn.errors import ConfigError
-from mpinn.nn import Dense, Sequential
+from mpinn.keras import Sequential
+from mpinn.nn import Dense
 from mpinn.optim import SGD, Adam
 from mpinn.parallel import Communicator, DataParallel, ModelParallel
 from mpinn.layout import GridShape

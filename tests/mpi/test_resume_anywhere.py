@@ -7,9 +7,11 @@ import shutil
 import numpy as np
 import pytest
 
+import mpinn.train
 from mpinn.data import make_classification
 from mpinn.layout import GridShape
-from mpinn.nn import Dense, Sequential
+from mpinn.keras import Sequential
+from mpinn.nn import Dense
 from mpinn.optim import Adam
 from mpinn.parallel import Communicator, DataParallel, ModelParallel
 from mpinn.train.checkpointing import Checkpointing
@@ -32,7 +34,8 @@ def own_copy(directory, tmp_path):
 
 def fit(strategy, epochs, checkpoint=None):
     model = make_model()
-    model.fit(X, Y, epochs=epochs, batch_size=16, verbose=0, strategy=strategy, checkpoint=checkpoint)
+    mpinn.train.fit(model, X, Y, epochs=epochs, batch_size=16, verbose=0, strategy=strategy,
+                    checkpoint=checkpoint)
     return model
 
 

@@ -7,10 +7,12 @@ import signal
 import numpy as np
 import pytest
 
+import mpinn.train
 from mpinn import ConfigError, Preempted
 from mpinn.data import make_classification
 from mpinn.export import export_model, read_safetensors, torch_named_weights
-from mpinn.nn import Dense, Sequential
+from mpinn.keras import Sequential
+from mpinn.nn import Dense
 from mpinn.optim import Adam
 from mpinn.parallel import Communicator, DataParallel
 from mpinn.train import Callback
@@ -28,8 +30,8 @@ def make_model(hidden=8):
 
 
 def fit(model, epochs, checkpoint=None, callbacks=()):
-    return model.fit(X, Y, epochs=epochs, batch_size=16, verbose=0, checkpoint=checkpoint,
-                     callbacks=list(callbacks), strategy=DataParallel(Communicator.local()))
+    return mpinn.train.fit(model, X, Y, epochs=epochs, batch_size=16, verbose=0, checkpoint=checkpoint,
+                           callbacks=list(callbacks), strategy=DataParallel(Communicator.local()))
 
 
 def saved(tmp_path, step=7, sequence=1):
@@ -38,7 +40,7 @@ def saved(tmp_path, step=7, sequence=1):
     progress = Progress(epoch=1, batch=2, step=step, epoch_tally=np.array([3.0, 2.0, 5.0]),
                         window_tally=np.array([1.5, 1.0, 2.0]), window_first=step - 1)
     return model, write_checkpoint(tmp_path, model.params, model.optimizer.state_dict(), progress,
-                                   model.get_config(), {"lr": 0.01}, sequence)
+                                   model.net.get_config(), {"lr": 0.01}, sequence)
 
 
 def test_round_trip_keeps_arrays_progress_and_metadata(tmp_path):
@@ -124,9 +126,9 @@ def test_a_preemption_signal_saves_then_raises_and_resume_finishes_identically(t
     fit(straight, 4)
     preempted = make_model()
     with pytest.raises(Preempted, match="preempted at step 10"):
-        preempted.fit(X, Y, epochs=4, batch_size=16, verbose=0, log_every=1,
-                      callbacks=[SignalAt(10)], checkpoint=Checkpointing(tmp_path),
-                      strategy=DataParallel(Communicator.local()))
+        mpinn.train.fit(preempted, X, Y, epochs=4, batch_size=16, verbose=0, log_every=1,
+                        callbacks=[SignalAt(10)], checkpoint=Checkpointing(tmp_path),
+                        strategy=DataParallel(Communicator.local()))
     assert list_checkpoints(tmp_path)[0].name == "ckpt-00000010.npz"
     assert signal.getsignal(signal.SIGUSR1) is signal.SIG_DFL  # handlers restored
     resumed = make_model()
@@ -146,26 +148,26 @@ def test_checkpointing_settings_are_checked():
 
 def test_export_names_shapes_and_safetensors_round_trip(tmp_path):
     model = make_model()
-    weights = torch_named_weights(model)
+    weights = torch_named_weights(model.net)
     assert list(weights) == ["0.weight", "0.bias", "2.weight", "2.bias"]
     assert weights["0.weight"].shape == (8, 5)
     np.testing.assert_array_equal(weights["0.weight"], model.layers[0].W.T)
-    back = read_safetensors(export_model(model, tmp_path / "w.safetensors"))
+    back = read_safetensors(export_model(model.net, tmp_path / "w.safetensors"))
     assert sorted(back) == sorted(weights)
     for name, array in weights.items():
         np.testing.assert_array_equal(back[name], array)
         assert back[name].dtype == np.float32
-    with np.load(export_model(model, tmp_path / "w.npz")) as npz:
+    with np.load(export_model(model.net, tmp_path / "w.npz")) as npz:
         np.testing.assert_array_equal(npz["2.bias"], weights["2.bias"])
     with pytest.raises(ConfigError, match="must end in .safetensors or .npz"):
-        export_model(model, tmp_path / "w.bin")
+        export_model(model.net, tmp_path / "w.bin")
 
 
 def test_exported_weights_load_into_torch_when_installed(tmp_path):
     torch = pytest.importorskip("torch")
     safetensors_torch = pytest.importorskip("safetensors.torch")
     model = make_model()
-    export_model(model, tmp_path / "w.safetensors")
+    export_model(model.net, tmp_path / "w.safetensors")
     twin = torch.nn.Sequential(torch.nn.Linear(5, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3),
                                torch.nn.Softmax(dim=1))
     twin.load_state_dict(safetensors_torch.load_file(tmp_path / "w.safetensors"))

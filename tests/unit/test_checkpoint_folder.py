@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from test_checkpoint import X, Y, fit, files, make_model
 
+import mpinn.train
 from mpinn import ConfigError, Preempted
 from mpinn.config import make_config
 from mpinn.parallel import Communicator, DataParallel
@@ -22,7 +23,7 @@ MODEL = make_model()
 
 def write(folder, step, sequence):
     return write_checkpoint(folder, MODEL.params, MODEL.optimizer.state_dict(),
-                            Progress(step=step), MODEL.get_config(), {}, sequence)
+                            Progress(step=step), MODEL.net.get_config(), {}, sequence)
 
 
 def damage(path):
@@ -132,8 +133,9 @@ class CrashAfterEpoch(Callback):
 def test_resuming_before_an_epoch_end_writes_beside_the_checkpoint_not_over_it(tmp_path, capsys):
     model = make_model()
     with pytest.raises(Preempted, match="preempted at step 6"):  # the epoch's last step
-        model.fit(X, Y, epochs=2, batch_size=16, verbose=0, log_every=1, callbacks=[Preempt(6)],
-                  checkpoint=Checkpointing(tmp_path), strategy=DataParallel(Communicator.local()))
+        mpinn.train.fit(model, X, Y, epochs=2, batch_size=16, verbose=0, log_every=1,
+                        callbacks=[Preempt(6)], checkpoint=Checkpointing(tmp_path),
+                        strategy=DataParallel(Communicator.local()))
     before = files(tmp_path)
     fit(make_model(), 1, Checkpointing(tmp_path, keep=2))
     assert f"resuming from {tmp_path}/ckpt-00000006.npz: step 6, epoch 1, 6 batches into it" \
@@ -152,8 +154,9 @@ def logged(path):
 
 def fit_logged(tmp_path, log, epochs=3, checkpoint=None, stop=()):
     model = make_model()
-    model.fit(X, Y, epochs=epochs, batch_size=16, verbose=0, log_every=4, checkpoint=checkpoint,
-              callbacks=[MetricsLog(log, rank=0), *stop], strategy=DataParallel(Communicator.local()))
+    mpinn.train.fit(model, X, Y, epochs=epochs, batch_size=16, verbose=0, log_every=4,
+                    checkpoint=checkpoint, callbacks=[MetricsLog(log, rank=0), *stop],
+                    strategy=DataParallel(Communicator.local()))
 
 
 def test_a_crash_then_resume_logs_what_an_uninterrupted_run_logs(tmp_path, capsys):

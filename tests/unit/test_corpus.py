@@ -420,7 +420,8 @@ def test_fit_runs_under_the_default_watchdog_under_a_launcher(corpus_folder, tmp
     script = tmp_path / "watched.py"
     script.write_text(
         "from mpinn.data import make_classification\n"
-        "from mpinn.nn import Dense, Sequential\n"
+        "from mpinn.keras import Sequential\n"
+        "from mpinn.nn import Dense\n"
         "from mpinn.parallel import DataParallel, Communicator\n"
         "from mpinn.train import Callback\n"
         "import os, pathlib\n"

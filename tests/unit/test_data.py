@@ -209,7 +209,8 @@ def test_truncated_npz_is_a_config_error_naming_the_file(tmp_path):
 def test_loading_and_fitting_a_memory_mapped_file_allocate_far_less_than_the_file(tmp_path):
     import tracemalloc
 
-    from mpinn.nn import Dense, Sequential
+    from mpinn.keras import Sequential
+    from mpinn.nn import Dense
     from mpinn.parallel import Communicator, DataParallel
 
     rng = np.random.default_rng(8)

@@ -5,9 +5,12 @@ import numpy as np
 import pytest
 
 import mpinn.parallel.exact as exact_module
+import mpinn.train
 from mpinn import ConfigError
 from mpinn.data import digits, make_classification
-from mpinn.nn import Dense, Sequential, layers
+from mpinn.keras import Sequential
+from mpinn.nn import Dense, layers
+from mpinn.optim import SGD, Adam
 from mpinn.parallel import Communicator, DataParallel
 from mpinn.parallel.exact import ExactGradients, group_bounds, on_loss_grid
 from mpinn.nn.step import accumulate_gradients, rows_independent_of_call
@@ -29,15 +32,15 @@ def test_loss_grid_makes_sums_independent_of_order():
 
 def test_gradients_that_outgrow_the_grid_are_recomputed_on_a_larger_one():
     model = Sequential([Dense(2, input_dim=3, activation="softmax")], seed=0, dtype=np.float64)
-    model.compile("sgd", loss="sparse_categorical_crossentropy")
+    model.compile(SGD(), loss="sparse_categorical_crossentropy")
     x, y, batch = np.full((4, 3), 100.0), np.array([0, 1, 0, 1]), np.arange(4)
-    model.zero_grad()
-    accumulate_gradients(model, model.head, x, y, len(batch))
+    model.net.zero_grad()
+    accumulate_gradients(model.net, model.head, x, y, len(batch))
     plain = model.grads.copy()
     exact = ExactGradients(Communicator.local(), group_size=2)
-    exact.setup(model)
+    exact.setup(model.net)
     exact.exponent = 60  # far too fine a grid for gradients near 50
-    exact.accumulate(model, x, y, batch)
+    exact.accumulate(model.net, model.head, x, y, batch)
     assert exact.used_exponent < 60
     np.testing.assert_allclose(exact.to_gradients(exact.sums, model.grads), plain, rtol=1e-12)
 
@@ -53,17 +56,17 @@ def test_accuracy_on_digits_within_half_a_point_of_the_normal_mode():
     for deterministic in (False, True):
         model = Sequential([Dense(32, input_dim=64, activation="relu"),
                             Dense(10, activation="softmax")], seed=0)
-        model.compile("adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+        model.compile(Adam(), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
         strategy = DataParallel(Communicator.local(), deterministic=deterministic, group_size=8)
         model.fit(data.x_train, data.y_train, epochs=15, batch_size=32, verbose=0, strategy=strategy)
-        accuracies.append(model.evaluate(data.x_test, data.y_test, strategy=strategy)[1])
+        accuracies.append(mpinn.train.evaluate(model, data.x_test, data.y_test, strategy=strategy)[1])
     assert accuracies[1] >= 0.93 and abs(accuracies[0] - accuracies[1]) <= 0.005, accuracies
 
 
 def small_model(dtype=np.float32):
     model = Sequential([Dense(16, input_dim=6, activation="relu"), Dense(8, activation="tanh"),
                         Dense(3, activation="softmax")], seed=3, dtype=dtype)
-    model.compile("sgd", loss="sparse_categorical_crossentropy")
+    model.compile(SGD(), loss="sparse_categorical_crossentropy")
     return model
 
 
@@ -79,30 +82,30 @@ def rowwise_matmul(a, b, out=None):
 def test_backward_by_rows_gives_each_part_the_gradient_of_its_rows_alone():
     model, x, y = small_model(np.float64), *make_classification(n_samples=10, n_features=6, n_classes=3, seed=1)
     parts, seen = [slice(0, 4), slice(4, 10)], {}
-    out = model.forward(x, stop=model.head.stop)
+    out = model.net.forward(x, stop=model.head.stop)
     model.head.loss.forward(out, y)
-    model.backward_by_rows(model.head.loss.backward(), parts,
+    model.net.backward_by_rows(model.head.loss.backward(), parts,
                            lambda layer, k: seen.setdefault((layer, k), model.grads.copy()))
     for k, rows in enumerate(parts):
         alone = small_model(np.float64)
-        alone.zero_grad()
-        out = alone.forward(x[rows], stop=alone.head.stop)
+        alone.net.zero_grad()
+        out = alone.net.forward(x[rows], stop=alone.head.stop)
         alone.head.loss.forward(out, y[rows])
-        alone.backward(alone.head.loss.backward() * (rows.stop - rows.start) / len(x), need_input_grad=False)
-        for layer in model.param_layers:
-            lo = model.layer_offsets[layer]
-            hi = lo + sum(s.size for s in (model.layers[layer].W, model.layers[layer].b))
+        alone.net.backward(alone.head.loss.backward() * (rows.stop - rows.start) / len(x), need_input_grad=False)
+        for layer in model.net.param_layers:
+            lo = model.net.layer_offsets[layer]
+            hi = lo + sum(s.size for s in (model.net.layers[layer].W, model.net.layers[layer].b))
             np.testing.assert_allclose(seen[layer, k][lo:hi], alone.grads[lo:hi], rtol=1e-12, atol=1e-15)
 
 
 def test_rows_independent_of_call_sees_a_product_whose_rows_depend_on_the_call(monkeypatch):
     model = small_model()
-    model.build(6)
+    model.net.build(6)
     groups = [(0, 3), (3, 6), (6, 8)]
     monkeypatch.setattr(layers, "matmul", rowwise_matmul)
-    assert rows_independent_of_call(model, groups)
+    assert rows_independent_of_call(model.net, groups)
     monkeypatch.setattr(layers, "matmul", lambda a, b, out=None: rowwise_matmul(a, b, out) + len(a) * 1e-6)
-    assert not rows_independent_of_call(model, groups)
+    assert not rows_independent_of_call(model.net, groups)
 
 
 def test_whole_batch_and_group_by_group_paths_give_the_same_bits(monkeypatch):
@@ -114,9 +117,9 @@ def test_whole_batch_and_group_by_group_paths_give_the_same_bits(monkeypatch):
         monkeypatch.setattr(exact_module, "rows_independent_of_call", lambda model, groups: verdict)
         model = small_model()
         exact = ExactGradients(Communicator.local(), group_size=5)
-        model.build(6)
-        exact.setup(model)
-        exact.accumulate(model, x, y, np.arange(23))
+        model.net.build(6)
+        exact.setup(model.net)
+        exact.accumulate(model.net, model.head, x, y, np.arange(23))
         assert exact.sums.dtype == np.int32
         sums.append(exact.sums.copy())
     assert np.array_equal(sums[0], sums[1])
@@ -126,13 +129,13 @@ def test_grid_sums_equal_the_sum_of_each_group_on_the_grid():
     x, y = make_classification(n_samples=12, n_features=6, n_classes=3, seed=4)
     model = small_model()
     exact = ExactGradients(Communicator.local(), group_size=4)
-    model.build(6)
-    exact.setup(model)
-    exact.accumulate(model, x, y, np.arange(12))
+    model.net.build(6)
+    exact.setup(model.net)
+    exact.accumulate(model.net, model.head, x, y, np.arange(12))
     expected = np.zeros(model.grads.size, np.int64)
     for lo in range(0, 12, 4):
-        model.zero_grad()
-        accumulate_gradients(model, model.head, x[lo:lo + 4], y[lo:lo + 4], 12)
+        model.net.zero_grad()
+        accumulate_gradients(model.net, model.head, x[lo:lo + 4], y[lo:lo + 4], 12)
         expected += np.trunc(model.grads * np.float32(2.0 ** exact.used_exponent)).astype(np.int64)
     assert np.array_equal(exact.sums, expected)
     assert np.abs(expected).max() * 3 < 2**31  # the grid leaves room for every group's term
@@ -143,7 +146,7 @@ def test_a_non_finite_gradient_reaches_the_guard_as_nan_not_as_integers():
     x[3, 0] = np.inf
     model = small_model()
     exact = ExactGradients(Communicator.local(), group_size=4)
-    model.build(6)
-    exact.setup(model)
-    exact.accumulate(model, x, y, np.arange(8))
+    model.net.build(6)
+    exact.setup(model.net)
+    exact.accumulate(model.net, model.head, x, y, np.arange(8))
     assert np.isnan(exact.to_gradients(exact.sums, model.grads)).all()

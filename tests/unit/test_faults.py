@@ -110,7 +110,8 @@ def test_a_preemption_signal_checkpoints_exits_75_and_resume_continues(tmp_path,
 
 RAISE_ON_RANK_1 = """
 from mpinn.data import digits
-from mpinn.nn import Dense, Sequential
+from mpinn.keras import Sequential
+from mpinn.nn import Dense
 from mpinn.train import Callback
 
 class Boom(Callback):

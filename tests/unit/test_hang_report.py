@@ -17,11 +17,13 @@ from mpinn.parallel.heartbeat import read_beats
 
 LONG_TRAINING = """
 from mpinn.data import make_classification
-from mpinn.nn import Dense, Sequential
+from mpinn.keras import Sequential
+from mpinn.nn import Dense
+from mpinn.train import fit
 x, y = make_classification(n_samples=512, n_features=16, n_classes=4, seed=0)
 model = Sequential([Dense(32, input_dim=16, activation="relu"), Dense(4, activation="softmax")])
 model.compile("sgd", loss="sparse_categorical_crossentropy")
-model.fit(x, y, epochs=100000, batch_size=64, verbose=0, watchdog=3)
+fit(model, x, y, epochs=100000, batch_size=64, verbose=0, watchdog=3)
 """
 
 

@@ -197,7 +197,9 @@ def test_a_run_length_schedule_takes_the_runs_length():
 # ---- resume through fit -------------------------------------------------------------------
 def test_fit_resumes_with_the_given_optimizer_settings_and_epochs_and_says_so(tmp_path, capsys):
     from mpinn.data import make_classification
-    from mpinn.nn import Dense, Sequential
+    from mpinn.keras import Sequential
+    from mpinn.nn import Dense
+    from mpinn.train import fit
     from mpinn.train.checkpointing import Checkpointing
 
     x, y = make_classification(n_samples=40, n_features=4, n_classes=2, seed=1)
@@ -206,8 +208,8 @@ def test_fit_resumes_with_the_given_optimizer_settings_and_epochs_and_says_so(tm
         model = Sequential([Dense(6, input_dim=4, activation="relu"), Dense(2, activation="softmax")], seed=0)
         model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy")
         schedule = StepLR(model.optimizer, 1, 0.5)
-        model.fit(x, y, epochs=epochs, batch_size=10, verbose=0, checkpoint=Checkpointing(tmp_path),
-                  lr_schedule=schedule)
+        fit(model, x, y, epochs=epochs, batch_size=10, verbose=0, checkpoint=Checkpointing(tmp_path),
+            lr_schedule=schedule)
         return model
 
     run(SGD(lr=0.1, momentum=0.9), 1)

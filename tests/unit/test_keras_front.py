@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import mpinn as tf
+import mpinn.nn
 from mpinn.errors import ConfigError, UnsupportedFeature
 from mpinn.keras import Input, Sequential, layers, models
 from mpinn.keras.callbacks import Callback
@@ -95,9 +96,11 @@ def test_input_layer_and_activation_layer_build_the_same_model():
 
 def test_the_trainable_model_exposes_what_the_loop_takes():
     model = classifier()
-    assert model.net is model and model.seed == 0 and model.metrics == ["accuracy"]
+    assert type(model.net) is mpinn.nn.Sequential and not isinstance(model, mpinn.nn.Sequential)
+    assert model.seed == model.net.seed == 0 and model.metrics == ["accuracy"]
     assert model.stop_training is False and model.head.loss is not None
-    assert model.grads.shape == model.params.shape
+    assert model.params is model.net.params and model.grads is model.net.grads
+    assert model.layers is model.net.layers
     assert isinstance(model.optimizer, tf.keras.optimizers.Adam)
 
 

@@ -179,8 +179,17 @@ def test_save_and_load_round_trip(tmp_path):
     loaded = Sequential.load(tmp_path / "m.npz")
     np.testing.assert_array_equal(loaded.params, model.params)
     x = RNG.normal(size=(4, 3))
-    np.testing.assert_array_equal(loaded.predict(x), model.predict(x))
-    np.testing.assert_allclose(model.predict(x).sum(axis=1), 1.0, rtol=1e-6)
+    out = model.forward(x, training=False)
+    np.testing.assert_array_equal(loaded.forward(x, training=False), out)
+    np.testing.assert_allclose(out.sum(axis=1), 1.0, rtol=1e-6)
+
+
+@pytest.mark.parametrize("method", ["compile", "fit", "evaluate", "predict"])
+def test_training_methods_point_to_the_trainable_model(method):
+    model = Sequential([Dense(2, input_dim=3)])
+    with pytest.raises(ConfigError, match=f"nn.Sequential is the low-level model .*; {method} lives "
+                                          f"on the trainable model: from mpinn.keras import Sequential"):
+        getattr(model, method)("adam", loss="mse")
 
 
 def built_model():
