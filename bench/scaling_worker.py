@@ -29,7 +29,7 @@ from mpinn.keras import Sequential  # noqa: E402
 from mpinn.nn import Dense  # noqa: E402
 from mpinn.optim import SGD  # noqa: E402
 from mpinn.parallel import Communicator, DataParallel  # noqa: E402
-from mpinn.parallel.calibrate import Sizes, ping_pong, timed_calls  # noqa: E402
+from mpinn.plan.calibrate import Sizes, ping_pong, timed_calls  # noqa: E402
 
 WIDTHS = (784, 1024, 1024, 1024, 10)
 
