@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from mpinn.errors import ConfigError, unknown_name
+from mpinn.errors import ConfigError
 
 
 class Loss:
@@ -105,20 +105,3 @@ class BCEWithLogitsLoss(Loss):
         self._grad = (prob - target) / pred.size
         return float(value.sum()) / pred.size
 
-
-LOSS_NAMES: dict[str, type[Loss]] = {
-    "mse": MSELoss,
-    "mean_squared_error": MSELoss,
-    "binary_crossentropy": BCELoss,
-    "categorical_crossentropy": CrossEntropyLoss,
-    "sparse_categorical_crossentropy": CrossEntropyLoss,
-}
-
-
-def get_loss(name_or_obj: str | Loss) -> Loss:
-    """A loss object from a Keras name, or the object itself."""
-    if isinstance(name_or_obj, Loss):
-        return name_or_obj
-    if name_or_obj not in LOSS_NAMES:
-        raise unknown_name("loss", name_or_obj, LOSS_NAMES)
-    return LOSS_NAMES[name_or_obj]()
