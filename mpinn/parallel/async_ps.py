@@ -146,7 +146,7 @@ class AsyncParameterServer(Strategy):
 
     def setup(self, model) -> None:
         """Rank 0's parameters everywhere; each server its slice and optimizer; roles assigned."""
-        Replicated(self.comm).setup(model)
+        Replicated(self.comm).setup(model.net)
         counts = shard_counts(model.params.size, self.servers)
         self.counts = counts + [0] * (self.comm.size - self.servers)
         starts = [sum(counts[:k]) for k in range(self.servers)]
