@@ -29,7 +29,8 @@ from mpinn.errors import ConfigError, require_positive_int
 
 SWEEP_OPTIONS: dict[str, Any] = {"ranks_per_config": 1, "ensemble": False, "output": "sweep.json"}
 PER_RUN_OUTPUTS = ("save", "metrics", "checkpoint_dir")  # every run would write the same file
-NOT_VARIED = ("dataset", "threads", "validation_split") + PER_RUN_OUTPUTS  # one data split and one BLAS setting for all
+NOT_TAKEN = PER_RUN_OUTPUTS + ("resume", "checkpoint_every", "keep_checkpoints")  # no checkpoints either
+NOT_VARIED = ("dataset", "threads", "validation_split") + NOT_TAKEN  # one data split and one BLAS setting for all
 TABLES = ("train", "vary", "sweep")
 
 
@@ -55,10 +56,10 @@ def make_sweep_spec(base: dict[str, Any], varied: dict[str, list[Any]],
     """Check every key and value, and build every configuration, before any run starts."""
     _reject_unknown("sweep option", options, SWEEP_OPTIONS)
     _reject_unknown("key to vary", varied, known_keys())
-    for key in PER_RUN_OUTPUTS:
+    for key in NOT_TAKEN:
         if base.get(key) is not None:
-            raise ConfigError(f"sweep does not take {key!r}: every run would write the same file; "
-                              f"results go to the sweep's --output JSON")
+            why = "every run would write the same file" if key in PER_RUN_OUTPUTS else "its runs write no checkpoints"
+            raise ConfigError(f"sweep does not take {key!r}: {why}; results go to the sweep's --output JSON")
     for key, values in varied.items():
         if key in NOT_VARIED:
             raise ConfigError(f"{key!r} cannot be varied in a sweep (fixed keys: {', '.join(NOT_VARIED)})")
@@ -104,7 +105,7 @@ def _plain(value: Any) -> Any:
 def add_sweep_arguments(sweep: argparse.ArgumentParser) -> None:
     """The train flags a sweep accepts (the base; not the per-run outputs) plus its own."""
     sweep.add_argument("--config", help="TOML file with [train], [vary] and [sweep] tables")
-    add_train_flags(sweep, exclude=PER_RUN_OUTPUTS)
+    add_train_flags(sweep, exclude=NOT_TAKEN)
     sweep.add_argument("--vary", action="append", default=[], metavar="KEY=VALUE",
                        help="a value to try for a train key; repeat it, e.g. --vary lr=0.01 --vary lr=0.1")
     sweep.add_argument("--ranks-per-config", type=int, help="ranks training each configuration (default 1)")

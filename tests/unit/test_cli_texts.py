@@ -38,7 +38,8 @@ def test_train_help_shows_types_choices_switches_and_defaults(capsys):
 def test_sweep_help_lists_only_the_flags_it_accepts(capsys):
     text = help_text(capsys, "sweep")
     assert "--vary" in text and "--epochs" in text
-    for rejected in ("--save", "--metrics", "--checkpoint-dir"):
+    for rejected in ("--save", "--metrics", "--checkpoint-dir", "--resume", "--checkpoint-every",
+                     "--keep-checkpoints"):
         assert f"[{rejected} " not in text
         assert not any(line.startswith(f"  {rejected} ") for line in text.splitlines())
 

@@ -43,6 +43,16 @@ def test_bad_grids_are_rejected_with_the_valid_choices(varied, options, message)
         make_sweep_spec({}, varied, options)
 
 
+@pytest.mark.parametrize("base, message", [
+    ({"save": "m.npz"}, "sweep does not take 'save': every run would write the same file"),
+    ({"resume": "auto"}, "sweep does not take 'resume': its runs write no checkpoints"),
+    ({"keep_checkpoints": 2}, "sweep does not take 'keep_checkpoints': its runs write no checkpoints"),
+])
+def test_per_run_outputs_and_checkpoint_settings_are_refused(base, message):
+    with pytest.raises(ConfigError, match=message):
+        make_sweep_spec(base, {"lr": [0.1]}, {})
+
+
 @pytest.mark.parametrize("split, message", [
     (1.5, r"validation_split must lie in \[0, 1\)"),
     (0.0, r"ranks its runs on held-out data: validation_split must lie in \(0, 1\), got 0"),
