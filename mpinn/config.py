@@ -133,7 +133,7 @@ class RunSettings:
         if self.resume not in RESUME_CHOICES:
             raise ConfigError(f"unknown resume {self.resume!r}; choose one of: {', '.join(RESUME_CHOICES)}")
         if self.resume != "never" and not self.checkpoint_dir:
-            raise ConfigError(f"resume {self.resume} needs a checkpoint directory: add --checkpoint-dir DIR")
+            raise ConfigError(f"resume {self.resume} needs a checkpoint directory: add option checkpoint_dir")
         if self.checkpoint_every < 0 or self.keep_checkpoints < 1:
             raise ConfigError("checkpoint_every must be >= 0 (0: at epoch ends only) and "
                               "keep_checkpoints >= 1")

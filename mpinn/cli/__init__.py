@@ -158,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except (Preempted, Diverged) as exc:
         if _rank() == 0:
-            print(f"mpinn: {exc}", file=sys.stderr, flush=True)
+            print(f"mpinn: {options_as_flags(str(exc))}", file=sys.stderr, flush=True)
         return exc.EXIT_CODE
     except Exception as exc:
         from mpinn.parallel import Communicator

@@ -105,13 +105,13 @@ def class_count(labels: list[np.ndarray], num_classes: int | None = None,
     if num_classes is not None:
         if len(present) and present[-1] >= num_classes:
             raise ConfigError(f"{source}: label {int(present[-1])} is not below num_classes "
-                              f"{num_classes}; give --num-classes {int(present[-1]) + 1} or more")
+                              f"{num_classes}; give option num_classes {int(present[-1]) + 1} or more")
         return num_classes
     if len(present) and present[-1] != len(present) - 1:
         shown = ", ".join(map(str, present[:5])) + (", ..." if len(present) > 5 else "")
         raise ConfigError(f"{source}: the {len(present)} classes present are labelled {shown} "
                           f"(largest {int(present[-1])}), not 0..{len(present) - 1}; renumber "
-                          f"them, or give --num-classes {int(present[-1]) + 1} to train that "
+                          f"them, or give option num_classes {int(present[-1]) + 1} to train that "
                           f"many outputs")
     return max(2, len(present))
 

@@ -140,7 +140,7 @@ def check_same_model(checkpoint: Checkpoint, model_config: dict[str, Any]) -> No
     if shape(checkpoint.meta["model"]) != shape(model_config):
         raise ConfigError(f"checkpoint {checkpoint.path} was written for a different model "
                           f"({describe(checkpoint.meta['model'])}) than this run's "
-                          f"({describe(model_config)}); use another --checkpoint-dir or the "
+                          f"({describe(model_config)}); use another option checkpoint_dir or the "
                           f"same model settings")
 
 

@@ -102,8 +102,8 @@ class Checkpointing:
         checkpoint = None
         if self.resume == "never" and (found.valid or found.damaged):
             return (f"checkpoint directory {self.directory} already holds "
-                    f"{list_checkpoints(self.directory)[0].name}; continue from it with --resume "
-                    f"auto, start over with --resume fresh (which moves it aside), or use an "
+                    f"{list_checkpoints(self.directory)[0].name}; continue from it with option "
+                    f"resume auto, start over with option resume fresh (which moves it aside), or use an "
                     f"empty directory")
         if self.resume == "auto" and found.damaged and not found.valid:
             return _none_valid(self.directory, found)
@@ -145,8 +145,7 @@ class Checkpointing:
             path = self.save(model, strategy, progress)
             if preempted:
                 raise Preempted(f"preempted at step {progress.step}; checkpoint {path} written; "
-                                f"run again with --resume auto (Checkpointing(..., resume='auto') in "
-                                f"Python) to continue")
+                                f"run again with option resume auto to continue")
 
     def save(self, model, strategy, progress: Progress) -> Path:
         """Gather the full state and let rank 0 write it and prune; returns the path (on every
@@ -175,4 +174,4 @@ def _none_valid(directory: str | Path, found: Survey) -> str:
     reasons = "; ".join(found.damaged.values())
     return (f"checkpoint directory {directory} holds {len(found.damaged)} checkpoint(s) and none "
             f"is valid ({reasons}); nothing was changed: move them elsewhere, or start over with "
-            f"--resume fresh (which moves them into damaged-<time>/)")
+            f"option resume fresh (which moves them into damaged-<time>/)")

@@ -64,7 +64,7 @@ class NonFiniteGuard:
         if self.mode == "stop":
             raise Diverged(f"training diverged at step {step}: the loss or a gradient is NaN or "
                            f"infinite; nothing from this step was saved (lower the learning "
-                           f"rate, or skip such steps with --on-nonfinite skip)")
+                           f"rate, or skip such steps with option on_nonfinite skip)")
         self._restore(model)
         self.skipped += 1
         self.in_a_row += 1

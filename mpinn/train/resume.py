@@ -16,15 +16,10 @@ from typing import Any
 
 from mpinn.errors import ConfigError
 
-# run settings that cannot change on resume, with the flag that sets each
-FIXED_SETTINGS = {
-    "hidden": "--hidden", "activation": "--activation", "dataset": "--dataset", "seed": "--seed",
-    "batch_size": "--batch-size", "sampler": "--sampler", "drop_last": "--drop-last",
-    "validation_split": "--validation-split", "group_size": "--group-size",
-    "optimizer": "--optimizer", "lr_schedule": "--lr-schedule", "lr_schedule_per": "--lr-schedule-per",
-    "lr_step_size": "--lr-step-size", "lr_factor": "--lr-factor", "lr_warmup": "--lr-warmup",
-    "lr_min": "--lr-min", "lr_patience": "--lr-patience",
-}
+# run settings that cannot change on resume (errors name them as options; the CLI as flags)
+FIXED_SETTINGS = ("hidden", "activation", "dataset", "seed", "batch_size", "sampler", "drop_last",
+                  "validation_split", "group_size", "optimizer", "lr_schedule", "lr_schedule_per",
+                  "lr_step_size", "lr_factor", "lr_warmup", "lr_min", "lr_patience")
 # run settings a resumed run may change when it gives them (the optimizer's come through it)
 RUN_HYPERPARAMETERS = ("epochs",)
 
@@ -32,12 +27,12 @@ RUN_HYPERPARAMETERS = ("epochs",)
 def check_fixed_settings(saved_run: dict[str, Any], run_config: dict[str, Any], path: Path) -> None:
     """ConfigError naming the first setting of ``FIXED_SETTINGS`` that differs between the
     checkpoint's run and this one (settings either run lacks are not compared)."""
-    for name, flag in FIXED_SETTINGS.items():
+    for name in FIXED_SETTINGS:
         if name in saved_run and name in run_config and _same(saved_run[name]) != _same(run_config[name]):
-            raise ConfigError(f"{flag} {_shown(run_config[name])} differs from {_shown(saved_run[name])} "
-                              f"in checkpoint {path}: a resumed run keeps its model, data order and "
-                              f"lr schedule; give {flag} {_shown(saved_run[name])}, or start afresh "
-                              f"in another --checkpoint-dir")
+            raise ConfigError(f"option {name} {_shown(run_config[name])} differs from "
+                              f"{_shown(saved_run[name])} in checkpoint {path}: a resumed run keeps its "
+                              f"model, data order and lr schedule; give option {name} "
+                              f"{_shown(saved_run[name])}, or start afresh in another option checkpoint_dir")
 
 
 def run_changes(saved_run: dict[str, Any], run_config: dict[str, Any],

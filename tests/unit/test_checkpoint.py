@@ -98,7 +98,7 @@ def test_existing_checkpoints_without_resume_are_refused_and_left_alone(tmp_path
     fit(make_model(), 1, Checkpointing(tmp_path))
     before = files(tmp_path)
     with pytest.raises(ConfigError, match="already holds ckpt-00000006.npz; continue from it with "
-                                          "--resume auto, start over with --resume fresh"):
+                                          "option resume auto, start over with option resume fresh"):
         fit(make_model(), 2, Checkpointing(tmp_path, resume=False))
     assert files(tmp_path) == before
 

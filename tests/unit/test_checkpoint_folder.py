@@ -176,7 +176,7 @@ def test_a_crash_then_resume_logs_what_an_uninterrupted_run_logs(tmp_path, capsy
 
 
 def test_resume_settings_are_checked():
-    with pytest.raises(ConfigError, match="resume fresh needs a checkpoint directory: add --checkpoint-dir"):
+    with pytest.raises(ConfigError, match="resume fresh needs a checkpoint directory: add option checkpoint_dir"):
         make_config({"resume": "fresh"})
     with pytest.raises(ConfigError, match="unknown resume 'sometimes'; choose one of: never, auto, fresh"):
         make_config({"resume": "sometimes", "checkpoint_dir": "ck"})

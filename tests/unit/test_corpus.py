@@ -167,7 +167,7 @@ BAD_INPUT = [
     (train("--dataset", "text_x.npz"), "x_train must be real numbers"),
     (train("--dataset", "label_2_31.npz"), "largest 2147483648"),
     (train("--dataset", "label_999.npz"), "the 4 classes present are labelled 0, 1, 2, 999"),
-    (train("--dataset", "label_999.npz", "--num-classes", "500"), "label 999 is not below num_classes 500"),
+    (train("--dataset", "label_999.npz", "--num-classes", "500"), "label 999 is not below num_classes 500; give --num-classes 1000 or more"),
     (train("--dataset", "one_hot.npz"), "y_train must be 1-D class indices, got shape (40, 3)"),
     (train("--dataset", "inf_label.npz"), "y_train must hold whole numbers (class indices): found inf"),
     (train("--dataset", "nan_label.npz"), "found nan at row 4"),

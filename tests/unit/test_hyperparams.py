@@ -101,12 +101,12 @@ def test_a_given_lr_replaces_the_schedules_base_and_the_position_is_restored():
         other.load_settings(state)
 
 
-def test_fixed_settings_name_the_flag_and_run_changes_list_given_ones(tmp_path):
+def test_fixed_settings_name_the_option_and_run_changes_list_given_ones(tmp_path):
     saved = {"hidden": [64], "seed": 0, "epochs": 4, "lr": None}
     check_fixed_settings(saved, {"hidden": (64,), "seed": 0, "epochs": 9}, tmp_path)
-    with pytest.raises(ConfigError, match=r"--hidden 32 differs from 64 in checkpoint .*give --hidden 64"):
+    with pytest.raises(ConfigError, match=r"option hidden 32 differs from 64 in checkpoint .*give option hidden 64"):
         check_fixed_settings(saved, {"hidden": (32,), "seed": 0}, tmp_path)
-    with pytest.raises(ConfigError, match="--seed 1 differs from 0"):
+    with pytest.raises(ConfigError, match="option seed 1 differs from 0"):
         check_fixed_settings(saved, {"hidden": (64,), "seed": 1}, tmp_path)
     assert run_changes(saved, {"epochs": 9}, frozenset({"epochs"})) == {"epochs": (4, 9)}
     assert run_changes(saved, {"epochs": 9}, frozenset()) == {}
