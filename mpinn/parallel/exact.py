@@ -74,22 +74,34 @@ class ExactGradients:
 
     def accumulate(self, net, head, x: np.ndarray, y: np.ndarray, batch: np.ndarray,
                    reducer=None, span: tuple[int, int] | None = None) -> np.ndarray:
-        """``net``'s gradients through ``head`` of the groups of positions ``span`` (whole groups; this rank's share over ``comm`` by
-        default) of the global batch summed on the grid into ``sums``; returns their tally.
+        """``net``'s gradients through ``head`` of the groups of positions ``span`` (whole
+        groups; this rank's share over ``comm`` by default) of the global batch summed on the
+        grid into ``sums``; returns their tally.
         Recomputes the step on a coarser grid if the gradients outgrew the grid.
 
         ``reducer.ready(lo)`` (optional; see :mod:`mpinn.parallel.reducers`) is called as soon as
         ``sums[lo:]`` is final, so its reduction can overlap the rest of backward; before a
         retry, ``reducer.finish()`` completes what is in flight and ``reducer.begin()`` restarts."""
-        n_groups = -(-len(batch) // self.group_size)
         span = span or aligned_range(len(batch), self.group_size, self.comm.rank, self.comm.size)
         groups = groups_in(*span, self.group_size)
+        return self.summed(lambda: self._grid_sums(net, head, x, y, batch, groups),
+                           -(-len(batch) // self.group_size), len(groups), reducer)
+
+    def summed(self, compute, n_groups: int, n_local: int, reducer=None,
+               agree: Communicator | None = None) -> np.ndarray:
+        """``compute()`` puts this rank's ``n_local`` groups (of the step's ``n_groups``) on the
+        grid, each group's gradient through ``take`` (group by group, in any order), and returns
+        their tally; it is run again on a coarser grid while the gradients outgrow the grid, as
+        agreed over ``agree`` (``comm`` by default; every rank that runs the step). Returns the
+        tally. ``reducer``: as in ``accumulate``."""
         self._reducer = reducer
         while True:
             if self.exponent is None:
                 self.exponent = self._exponent_for(1.0, n_groups)
-            tally, local_max = self._grid_sums(net, head, x, y, batch, groups, n_groups)
-            largest = self.comm.Allreduce(np.array([local_max]), op="max")[0]
+            self._start_grid(n_groups, n_local)
+            tally = compute() if n_local else self._no_groups()
+            local_max = self._largest if self._finite else math.inf
+            largest = (agree or self.comm).Allreduce(np.array([local_max]), op="max")[0]
             if not math.isfinite(largest):  # the step's gradients are NaN: the loop's guard acts
                 self.used_exponent = None  # so to_gradients hands the guard NaN, not integers
                 return tally
@@ -109,18 +121,22 @@ class ExactGradients:
         top = math.frexp(largest)[1] + math.ceil(math.log2(n_groups))
         return max(-100, min(100, self.bits - self.headroom - top))
 
-    def _grid_sums(self, net, head, x, y, batch, groups: list[tuple[int, int]],
-                   n_groups: int) -> tuple[np.ndarray, float]:
-        """Every group of ``groups`` on the grid, summed into ``sums``: (tally, largest |term|)."""
-        self._scale = net.grads.dtype.type(math.ldexp(1.0, self.exponent))
+    def _start_grid(self, n_groups: int, n_local: int) -> None:
+        self._scale = self._grads.dtype.type(math.ldexp(1.0, self.exponent))
         self._limit = 2.0 ** self.bits / n_groups  # each term below it: no sum can overflow
         self._largest, self._finite = 0.0, True
-        if not groups:  # nothing to add; still every reduction, in the others' order
-            self.sums.fill(0)
-            if self._reducer is not None:
-                self._reducer.ready(0)
-            return np.zeros(3), 0.0
-        first, self._last = groups[0][0], len(groups) - 1
+        self._last, self._taken = n_local - 1, 0
+
+    def _no_groups(self) -> np.ndarray:
+        """Nothing to add; still every reduction, in the others' order."""
+        self.sums.fill(0)
+        if self._reducer is not None:
+            self._reducer.ready(0)
+        return np.zeros(3)
+
+    def _grid_sums(self, net, head, x, y, batch, groups: list[tuple[int, int]]) -> np.ndarray:
+        """Every group of ``groups`` on the grid, summed into ``sums``; their tally."""
+        first = groups[0][0]
         rows = batch[first:groups[-1][1]]
         xb, yb = x[rows], y[rows]
         local = [(lo - first, hi - first) for lo, hi in groups]
@@ -130,14 +146,20 @@ class ExactGradients:
             tallies = [group_gradients(net, head, xb[lo:hi], yb[lo:hi], len(batch),
                                        [(0, hi - lo)], lambda layer, _, k=k: self._take(layer, k))[0]
                        for k, (lo, hi) in enumerate(local)]
-        tally = np.sum([on_loss_grid(t) for t in tallies], axis=0)
-        return tally, self._largest if self._finite else math.inf
+        return np.sum([on_loss_grid(t) for t in tallies], axis=0)
 
     def _rows_independent(self, net, local: list[tuple[int, int]]) -> bool:
         key = tuple(hi - lo for lo, hi in local)
         if key not in self._rowwise:
             self._rowwise[key] = rows_independent_of_call(net, local)
         return self._rowwise[key]
+
+    def take(self) -> None:
+        """The next group's gradient of every layer (the whole of the model's grads) onto the
+        grid, into ``sums``; the first group taken in a step writes, the others add."""
+        for layer in sorted(self._spans, reverse=True):
+            self._take(layer, self._taken)
+        self._taken += 1
 
     def _take(self, layer: int, k: int) -> None:
         """Group k's gradient of one layer (in the model's grads) onto the grid, into ``sums``."""
@@ -175,8 +197,9 @@ class ExactSums(Reducer):
     """The exact reducer (see :mod:`mpinn.parallel.reducers` for the interface): each rank's
     whole groups of ``group_size`` samples on the grid, their integer sums carried over
     ``comm`` by ``carrier`` (a float reducer's exchange: a bucketed allreduce, or a
-    reduce-scatter), then back to the model's floats once. Evaluation tallies go on the loss
-    grid, chunk by chunk, so logged metrics match at any rank count too."""
+    reduce-scatter), then back to the model's floats once. On a pipeline stage every group is
+    one micro-batch, taken onto the grid after its backward. Tallies go on the loss grid,
+    group by group, so logged metrics match at any rank count too."""
 
     def __init__(self, comm: Communicator, group_size: int, carrier: Reducer) -> None:
         self.exact = ExactGradients(comm, group_size)
@@ -194,6 +217,26 @@ class ExactSums(Reducer):
         self.carrier.begin()
         return self.exact.accumulate(net, head, x, y, batch, self.carrier if self.carrier.overlaps else None,
                                      (lo, hi))
+
+    def chunks(self, n_rows: int, micro_batches: int) -> list[tuple[int, int]]:
+        """One group a micro-batch: ``micro_batches`` follows from ``group_size``."""
+        return groups_in(0, n_rows, self.unit)
+
+    def accumulate_by(self, net, run, n_chunks: int, n_global: int,
+                      agree: Communicator) -> np.ndarray:
+        """The groups' gradients go on the grid one by one, after each backward; a step whose
+        gradients outgrow the grid runs again on every rank of ``agree``."""
+        def after_backward() -> None:
+            self.exact.take()
+            net.zero_grad()
+        net.zero_grad()
+        self.carrier.begin()
+        hooks = self.carrier if self.carrier.overlaps else None
+        return self.exact.summed(lambda: run(None, after_backward), -(-n_global // self.unit),
+                                 n_chunks, hooks, agree)
+
+    def summable(self, tally: np.ndarray) -> np.ndarray:
+        return on_loss_grid(tally)
 
     def finish(self) -> np.ndarray:
         sums = self.carrier.finish()

@@ -11,6 +11,10 @@ partition; the bucketed allreduce of the stage's gradients over its data-paralle
 whose clipping sums a norm over the replica's stages and tensor slices (a replicated tensor
 counted once) before the twin steps the local buffer.
 
+Deterministic mode composes with the data dimension: the reducer sums each group's gradient
+exactly (:mod:`mpinn.parallel.exact`) and every micro-batch is one group, so a fixed pipeline
+and tensor layout gives the same bits at any data-parallel degree.
+
 Pure pipeline is the grid 1 x N x 1, pure tensor parallelism 1 x 1 x N; every check of the
 input runs on every rank before the first message.
 """
@@ -21,11 +25,12 @@ from typing import Any
 
 import numpy as np
 
-from mpinn.data.samplers import shard_range
+from mpinn.data.samplers import shard_range, shard_ranges
 from mpinn.errors import ConfigError
 from mpinn.parallel.comm import Communicator
 from mpinn.parallel.local_model import build_local_model, describe, measure_block_costs
-from mpinn.parallel.partitions import Replicated
+from mpinn.parallel.exact import exact_if
+from mpinn.parallel.partitions import Replicated, aligned_range
 from mpinn.parallel.pipeline import PipelineRunner
 from mpinn.parallel.reducers import BucketedAllreduce
 from mpinn.parallel.strategy import Strategy
@@ -41,15 +46,22 @@ from mpinn.layout.stages import block_starts
 class ModelParallel(Strategy):
     """Data x pipeline x tensor parallelism over ``comm`` (whose size must be the grid's)."""
 
-    def __init__(self, comm: Communicator, grid: GridShape, micro_batches: int = 1,
+    def __init__(self, comm: Communicator, grid: GridShape, micro_batches: int | None = None,
                  schedule: str = "1f1b", boundaries: tuple[int, ...] = (), balance: str = "params",
-                 bucket_mb: float = 4.0) -> None:
+                 bucket_mb: float = 4.0, deterministic: bool = False, group_size: int = 128) -> None:
+        """``micro_batches`` per step and data replica: 1 by default; in deterministic mode it
+        follows from ``group_size`` (one group a micro-batch) and may not be given."""
         grid.check_world(comm.size)
         ModelParallelOptions(micro_batches=micro_batches, schedule=schedule, balance=balance,
                              bucket_mb=bucket_mb)
+        if deterministic and micro_batches is not None:
+            raise ConfigError(f"micro_batches {micro_batches} cannot be chosen in deterministic mode: "
+                              f"each micro-batch is one group of group_size {group_size} samples, "
+                              f"so the count follows from the batch; leave micro_batches unset")
         self.comm, self.grid = comm, grid
-        self.micro_batches, self.schedule, self.balance = int(micro_batches), schedule, balance
+        self.micro_batches, self.schedule, self.balance = micro_batches or 1, schedule, balance
         self.boundaries, self.bucket_mb = tuple(boundaries), bucket_mb
+        self.deterministic, self.group_size = deterministic, group_size
         self.data_rank, self.stage, self.tensor_rank = grid.coordinates(comm.rank)
         self._groups: tuple[Communicator, Communicator, Communicator] | None = None
         self._schedules: dict[tuple[bool, int], list] = {}
@@ -73,7 +85,8 @@ class ModelParallel(Strategy):
         if model.optimizer.state:
             optimizer.load_state_dict(self._localised(model.optimizer.state_dict()))
         Replicated(data_comm).setup(self.part.model)
-        self.reducer = BucketedAllreduce(data_comm, self.bucket_mb)
+        self.reducer = exact_if(self.deterministic, self.group_size,
+                                BucketedAllreduce(data_comm, self.bucket_mb))
         self.reducer.setup(self.part.model)
         self.updater = ReplicatedUpdate(data_comm)
         self.updater.setup(self.part.model, optimizer, self._clip(model, pipeline_comm, tensor_comm))
@@ -108,29 +121,32 @@ class ModelParallel(Strategy):
     # ---- steps -----------------------------------------------------------------------
     def train_step(self, model, x: np.ndarray, y: np.ndarray, batch: np.ndarray,
                    accumulation_steps: int = 1) -> np.ndarray:
-        """Micro-batches = ``micro_batches`` x ``accumulation_steps`` per data replica's rows."""
-        rows = batch[slice(*shard_range(len(batch), self.data_rank, self.grid.data))]
-        self.part.model.zero_grad()
-        self.reducer.begin()
-        tally = self._run(x, y, rows, len(batch), self.micro_batches * accumulation_steps, True)
+        """Micro-batches = ``micro_batches`` x ``accumulation_steps`` per data replica's rows (in
+        deterministic mode: one per group)."""
+        lo, hi = aligned_range(len(batch), self.reducer.unit, self.data_rank, self.grid.data)
+        rows = batch[lo:hi]
+        chunks = self.reducer.chunks(len(rows), self.micro_batches * accumulation_steps)
+        tally = self.reducer.accumulate_by(
+            self.part.model, lambda hook, after: self._run(x, y, rows, chunks, len(batch), True, hook, after),
+            len(chunks), len(batch), self.comm)
         self.updater.step(self.reducer.finish())
         return tally
 
     def evaluate_tally(self, model, x: np.ndarray, y: np.ndarray, batch_size: int) -> np.ndarray:
         """This data replica's rows through the pipeline, ``batch_size`` rows a micro-batch."""
         lo, hi = shard_range(len(x), self.data_rank, self.grid.data)
-        return self._run(x, y, np.arange(lo, hi), 0, -(-(hi - lo) // batch_size), False)
+        chunks = shard_ranges(hi - lo, min(-(-(hi - lo) // batch_size), hi - lo))
+        return self._run(x, y, np.arange(lo, hi), chunks, 0, False)
 
-    def _run(self, x, y, rows: np.ndarray, n_global: int, micro_batches: int, training: bool) -> np.ndarray:
-        """Rows in ``micro_batches`` contiguous chunks through the pipeline; the tally counted once
-        per data replica (on its last stage, tensor rank 0)."""
-        count = min(micro_batches, len(rows))
-        if count == 0:
+    def _run(self, x, y, rows: np.ndarray, chunks: list[tuple[int, int]], n_global: int,
+             training: bool, on_grads_ready=None, after_backward=None) -> np.ndarray:
+        """Rows in micro-batches ``chunks`` (ranges of ``rows``) through the pipeline; the tally
+        counted once per data replica (on its last stage, tensor rank 0)."""
+        if not chunks:
             return np.zeros(3)
-        chunks = [rows[slice(*shard_range(len(rows), k, count))] for k in range(count)]
-        program = self._program(count, training)
-        tally = self.runner.run(program, x, y, chunks, n_global, training,
-                                self.reducer.ready if training else None)
+        program = self._program(len(chunks), training)
+        tally = self.runner.run(program, x, y, [rows[a:b] for a, b in chunks], n_global, training,
+                                on_grads_ready, after_backward, self.reducer.summable)
         return tally if self.tensor_rank == 0 else np.zeros(3)
 
     def _program(self, count: int, training: bool) -> list:
@@ -155,7 +171,8 @@ class ModelParallel(Strategy):
     def full_state(self, model):
         """Rank 0 gathers every part of one data replica and scatters it through the indices."""
         local = self.part.model
-        mine = (self.part.index, local.params, self.updater.optimizer.state_dict()) if self.data_rank == 0 else None
+        state = self.reducer.with_state(self.updater.optimizer.state_dict())
+        mine = (self.part.index, local.params, state) if self.data_rank == 0 else None
         parts = self.comm.gather_obj(mine)
         if not self.comm.is_root:
             return None
@@ -169,6 +186,7 @@ class ModelParallel(Strategy):
         return params, {**optimizer_state, "state": state}
 
     def load_full_state(self, model, params: np.ndarray, optimizer_state: dict[str, Any]) -> None:
+        optimizer_state = self.reducer.take_state(optimizer_state)
         model.params[...] = params
         model.optimizer.load_state_dict(optimizer_state)
         self.part.model.params[...] = params[self.part.index]

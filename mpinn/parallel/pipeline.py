@@ -43,11 +43,15 @@ class PipelineRunner:
         self.compute_seconds = 0.0
 
     def run(self, program: list[Action], x: np.ndarray, y: np.ndarray, chunks: list[np.ndarray],
-            n_global: int, training: bool, on_grads_ready=None) -> np.ndarray:
+            n_global: int, training: bool, on_grads_ready=None, after_backward=None,
+            summable=None) -> np.ndarray:
         """Execute ``program`` on micro-batches of rows ``chunks`` of (x, y); return the tally
-        (non-zero on the last stage). Each loss gradient is weighted by rows / ``n_global``."""
+        (non-zero on the last stage), each micro-batch's through ``summable`` (if any). Each
+        loss gradient is weighted by rows / ``n_global``. ``on_grads_ready`` goes to the last
+        backward; ``after_backward()`` is called after each."""
         self._x, self._y, self._chunks, self._n_global = x, y, chunks, n_global
-        self._training, self._hook = training, on_grads_ready
+        self._training, self._hook, self._after = training, on_grads_ready, after_backward
+        self._summable = summable or (lambda tally: tally)
         self._last_backward = max((i for i, a in enumerate(program) if a.kind == BACKWARD), default=-1)
         self._program, self._posted, self._sends = program, {}, []
         self._inbox, self._outbox, self._running = {}, {}, {}
@@ -108,7 +112,7 @@ class PipelineRunner:
         stop = self.head.stop if self.is_last else None
         out = replica.forward(x, training=self._training, stop=stop)
         if self.is_last:
-            self._tally += head_tally(self.head, out, self._y[rows])
+            self._tally += self._summable(head_tally(self.head, out, self._y[rows]))
         else:
             self._outbox[k] = out
         if not self._training:
@@ -124,6 +128,8 @@ class PipelineRunner:
         replica = self._running.pop(k)
         dx = replica.backward(dout, need_input_grad=self.stage > 0,
                               on_grads_ready=self._hook if i == self._last_backward else None)
+        if self._after is not None:
+            self._after()
         self._free.append(replica)
         if dx is not None:
             self._outbox[k] = dx

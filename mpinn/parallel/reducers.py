@@ -10,13 +10,16 @@ reducer offers one interface:
 - ``accumulate(net, head, x, y, batch, lo, hi, micro_batches) -> tally``: the local work of a
   data-parallel step on positions [lo, hi) of ``batch`` (whole ``unit``s), in
   ``micro_batches`` contiguous chunks, its reductions started while backward goes on;
-- ``begin()`` and ``ready(offset)``: the same hooks for a strategy that runs backward itself
-  (a pipeline stage): a step starts; the buffer from ``offset`` on is final;
+- ``chunks(n_rows, micro_batches)`` and ``accumulate_by(net, run, n_chunks, n_global, agree)
+  -> tally``: the same for a strategy that runs backward itself (a pipeline stage): the
+  micro-batches of its rows, and the local work ``run(on_grads_ready, after_backward)``;
+- ``begin()`` and ``ready(offset)``: a step starts; the buffer from ``offset`` on is final;
 - ``finish() -> gradient``: every reduction completed; the global-mean gradient, whole, or
   (a reducer that ``scatters``) this rank's ``shard_counts`` slice of it;
 - ``evaluate(net, head, x, y, lo, hi, batch_size) -> tally`` of rows [lo, hi) in inference
   mode, ``batch_size`` rows at a time from ``lo`` (aligned to ``evaluation_unit``);
 - ``unit`` (positions per indivisible piece of a batch) and ``evaluation_unit(batch_size)``;
+- ``summable(tally)``: a micro-batch's tally as it is added up (exactly, in deterministic mode);
 - ``with_state(optimizer_state)`` / ``take_state(optimizer_state)``: what the reducer keeps
   across a checkpoint, added to and taken from the optimizer state.
 
@@ -50,6 +53,23 @@ class Reducer:
         self.begin()
         return accumulate_gradients(net, head, x[rows], y[rows], len(batch),
                                     shard_ranges(len(rows), micro_batches), self.ready)
+
+    def chunks(self, n_rows: int, micro_batches: int) -> list[tuple[int, int]]:
+        """``micro_batches`` contiguous row ranges of ``n_rows`` rows (fewer if rows are fewer)."""
+        return shard_ranges(n_rows, min(micro_batches, n_rows))
+
+    def accumulate_by(self, net, run, n_chunks: int, n_global: int,
+                      agree: Communicator) -> np.ndarray:
+        """``run(on_grads_ready, after_backward)`` runs this rank's ``n_chunks`` micro-batches
+        (of a batch of ``n_global`` samples) forward and backward, passing ``on_grads_ready`` to
+        the last backward and calling ``after_backward()`` (if any) after each; returns the tally.
+        ``agree`` spans every rank that runs the step (here unused)."""
+        net.zero_grad()
+        self.begin()
+        return run(self.ready, None)
+
+    def summable(self, tally: np.ndarray) -> np.ndarray:
+        return tally
 
     def evaluate(self, net, head, x: np.ndarray, y: np.ndarray, lo: int, hi: int,
                  batch_size: int) -> np.ndarray:

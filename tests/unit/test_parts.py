@@ -31,3 +31,14 @@ def test_strategies_read_as_their_parts():
     assert exact.reducer.unit == 8 and plain.reducer.unit == 1
     assert type(zero1.reducer) is BucketedAllreduce and isinstance(zero1.updater, ShardedUpdate)
     assert type(zero2.reducer.carrier) is ReduceScatter and zero2.reducer.scatters
+
+
+def test_deterministic_micro_batches_follow_the_group_size_and_cannot_be_chosen():
+    from mpinn.errors import ConfigError
+    from mpinn.layout import GridShape
+    from mpinn.parallel import ModelParallel
+
+    ModelParallel(Communicator.local(), GridShape(), deterministic=True, group_size=4)
+    with pytest.raises(ConfigError, match="micro_batches 2 cannot be chosen in deterministic mode: "
+                                          "each micro-batch is one group of group_size 4"):
+        ModelParallel(Communicator.local(), GridShape(), micro_batches=2, deterministic=True, group_size=4)
