@@ -15,7 +15,6 @@ point-to-point bandwidth between ranks 0 and 1 (ping-pong of the gradient buffer
 import argparse
 import hashlib
 import json
-import os
 import statistics
 import sys
 from pathlib import Path
@@ -30,6 +29,7 @@ from mpinn.nn import Dense  # noqa: E402
 from mpinn.optim import SGD  # noqa: E402
 from mpinn.parallel import Communicator, DataParallel  # noqa: E402
 from mpinn.plan.calibrate import Sizes, ping_pong, timed_calls  # noqa: E402
+from cluster_scaling_worker import torch_ddp_step  # noqa: E402  (the same PyTorch DDP peer)
 
 WIDTHS = (784, 1024, 1024, 1024, 10)
 
@@ -93,26 +93,9 @@ def p2p(args, comm) -> dict:
 
 
 def torch_ddp(args, comm) -> dict:
-    import torch
     import torch.distributed as dist
 
-    torch.set_num_threads(1)
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(args.port))
-    dist.init_process_group("gloo", rank=comm.rank, world_size=comm.size)
-    layers = []
-    for i, units in enumerate(WIDTHS[1:]):
-        layers += [torch.nn.Linear(WIDTHS[i], units)] + ([torch.nn.ReLU()] if i < len(WIDTHS) - 2 else [])
-    model = torch.nn.parallel.DistributedDataParallel(torch.nn.Sequential(*layers))
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
-    loss_fn = torch.nn.CrossEntropyLoss()
-    rng = np.random.default_rng(comm.rank)
-    x = torch.from_numpy(rng.random((args.batch_per_rank, WIDTHS[0]), dtype=np.float32))
-    y = torch.from_numpy(rng.integers(0, WIDTHS[-1], size=args.batch_per_rank))
-
-    def step():
-        optimizer.zero_grad()
-        loss_fn(model(x), y).backward()
-        optimizer.step()
+    step = torch_ddp_step(comm, list(WIDTHS), args.batch_per_rank * comm.size, f"127.0.0.1:{args.port}")
     for _ in range(args.warmup):
         step()
     step_s = statistics.median(timed_calls(comm, step, args.steps))
