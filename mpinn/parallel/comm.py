@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 import numpy as np
 from mpi4py import MPI
 
+from mpinn.errors import RankLost
 from mpinn.parallel.heartbeat import Heartbeat
 from mpinn.parallel.watchdog import Watchdog
 
@@ -31,12 +32,16 @@ Request = MPI.Request
 OPS = {"sum": MPI.SUM, "max": MPI.MAX, "min": MPI.MIN}
 ABORT_GRACE_SECONDS = 0.5
 RUN_DIR_VARIABLE = "MPINN_RUN_DIR"
+# What a survivor's call returns under fault tolerance when a rank died: the failure itself,
+# the communicator revoked by a survivor that saw it, or a completed request list holding one.
+FAILURE_CLASSES = (MPI.ERR_PROC_FAILED, MPI.ERR_PROC_FAILED_PENDING, MPI.ERR_REVOKED,
+                   MPI.ERR_IN_STATUS)
 
 
 def _mpi_call(blocking: bool) -> Callable[[Method], Method]:
     """Decorates a communicator method that calls MPI: its wall time is added to the shared
     ``seconds``; it is noted in the heartbeat record (if any); a blocking one runs under the
-    watchdog (if any)."""
+    watchdog (if any); an MPI error reporting a dead rank raises RankLost (see ``failure``)."""
     def decorate(method: Method) -> Method:
         name = method.__name__.encode()
 
@@ -52,6 +57,8 @@ def _mpi_call(blocking: bool) -> Callable[[Method], Method]:
                     return method(self, *args, **kwargs)
                 with dog.watch(method.__name__):
                     return method(self, *args, **kwargs)
+            except MPI.Exception as exc:
+                raise self.failure(exc) from exc
             finally:
                 if beat is not None and blocking:
                     beat.leave()
@@ -72,6 +79,8 @@ class _Shared:
         self.watchdog = watchdog
         self.heartbeat: Heartbeat | None = None
         self.seconds = 0.0
+        self.tolerant = False  # a dead rank raises RankLost instead of ending the job
+        self.step = 0  # the training step running (see note_step)
 
 
 class Communicator:
@@ -86,11 +95,14 @@ class Communicator:
 
     def __init__(self, mpi_comm: MPI.Comm, watchdog: Watchdog | None = None,
                  shared: _Shared | None = None) -> None:
+        self.shared = shared or _Shared(watchdog)
+        self._use(mpi_comm)
+
+    def _use(self, mpi_comm: MPI.Comm) -> None:
         self.mpi = mpi_comm
         self.rank = mpi_comm.Get_rank()
         self.size = mpi_comm.Get_size()
         self.is_root = self.rank == 0
-        self.shared = shared or _Shared(watchdog)
         self._padded: np.ndarray | None = None  # Allgatherv's scratch for unequal blocks
 
     @property
@@ -139,6 +151,37 @@ class Communicator:
             if self.is_root and temporary:
                 shutil.rmtree(temporary, ignore_errors=True)
 
+    # ---- fault tolerance (ULFM): see mpinn.train.recovery ------------------------------
+    def tolerate_failures(self) -> None:
+        """From now on a rank's death raises :class:`~mpinn.errors.RankLost` on the survivors
+        (at their next call on this communicator) instead of ending the job. Needs an MPI with
+        fault tolerance enabled for this run (Open MPI 5's ``mpiexec --with-ft ulfm``)."""
+        self.mpi.Set_errhandler(MPI.ERRORS_RETURN)
+        self.shared.tolerant = True
+
+    def failure(self, exc: MPI.Exception) -> Exception:
+        """What an MPI error raised in a call becomes: RankLost, naming the dead ranks as the
+        job (COMM_WORLD) numbers them, where it reports a failure under fault tolerance."""
+        if not self.shared.tolerant or exc.Get_error_class() not in FAILURE_CLASSES:
+            return exc
+        return RankLost(self.failed_ranks(), f"{exc.Get_error_string()}: a rank of the job died")
+
+    def failed_ranks(self) -> list[int]:
+        """The ranks of this communicator this rank knows to be dead, as COMM_WORLD numbers them."""
+        return _world_ranks(self.mpi.Get_failed())
+
+    def shrink(self) -> list[int]:
+        """After RankLost, on every survivor: revoke this communicator (so every survivor's
+        pending call fails too), shrink it to the survivors and use that from now on, in this
+        very object, so everything holding it goes on with it. Returns the ranks (in
+        COMM_WORLD) that the shrink left out."""
+        before = _world_ranks(self.mpi.Get_group())
+        self.mpi.Revoke()
+        survivors = self.mpi.Shrink()
+        survivors.Set_errhandler(MPI.ERRORS_RETURN)
+        self._use(survivors)
+        return sorted(set(before) - set(_world_ranks(survivors.Get_group())))
+
     def ranks_on_node(self) -> int:
         """How many ranks of this communicator share this rank's node (and its memory)."""
         if self.size == 1:
@@ -159,8 +202,14 @@ class Communicator:
         """Release a sub-communicator made by ``split`` or ``split_node``."""
         self.mpi.Free()
 
+    @property
+    def step(self) -> int:
+        """The training step running, as the loop last noted it."""
+        return self.shared.step
+
     def note_step(self, step: int) -> None:
-        """Tell the watchdog (if any) which step is running, for its report."""
+        """Note which step is running, for the watchdog's report (if any) and ``step``."""
+        self.shared.step = step
         if self.watchdog is not None:
             self.watchdog.step = step
 
@@ -347,6 +396,17 @@ def library_version() -> str:
     """The MPI library's own description of itself (MPI_Get_library_version): its vendor and
     version, e.g. "Open MPI v5.0.11, ..." or "MPICH Version: 5.0.2 ..."."""
     return MPI.Get_library_version().rstrip("\x00\n")
+
+
+def _world_ranks(group: MPI.Group) -> list[int]:
+    """The COMM_WORLD ranks of a group's members (the group is freed)."""
+    world = MPI.COMM_WORLD.Get_group()
+    try:
+        ranks = group.Translate_ranks(list(range(group.Get_size())), world)
+    finally:
+        group.Free()
+        world.Free()
+    return [rank for rank in ranks if rank != MPI.UNDEFINED]
 
 
 def displacements(counts: list[int]) -> list[int]:

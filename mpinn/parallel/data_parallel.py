@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from mpinn.faults import inject
 from mpinn.parallel.comm import Communicator
 from mpinn.parallel.exact import exact_if
 from mpinn.parallel.partitions import Replicated
@@ -31,7 +32,11 @@ class DataParallel(Strategy):
 
     ``deterministic=True`` sums gradients exactly over fixed groups of ``group_size``
     samples (:mod:`mpinn.parallel.exact`): bitwise the same parameters at any rank count.
+    Every rank's part of a batch follows ``comm``'s current size, so the strategy goes on
+    over the survivors when ``comm`` shrinks (:mod:`mpinn.train.recovery`).
     """
+
+    shrinkable = True
 
     def __init__(self, comm: Communicator, bucket_mb: float = 4.0, overlap: bool = True,
                  deterministic: bool = False, group_size: int = 128) -> None:
@@ -53,8 +58,17 @@ class DataParallel(Strategy):
                    accumulation_steps: int = 1) -> np.ndarray:
         lo, hi = self.partition.rows(len(batch), self.reducer.unit)
         tally = self.reducer.accumulate(model.net, model.head, x, y, batch, lo, hi, accumulation_steps)
-        self.updater.step(self.reducer.finish())
+        inject("reduce", self.comm.step)  # test-only (mpinn.faults): reductions under way
+        grads = self.reducer.finish()
+        self.before_update()
+        self.updater.step(grads)
         return tally
+
+    def redo_state(self) -> Any:
+        return self.reducer.redo_state()
+
+    def load_redo_state(self, state: Any) -> None:
+        self.reducer.load_redo_state(state)
 
     def evaluate_tally(self, model, x: np.ndarray, y: np.ndarray, batch_size: int) -> np.ndarray:
         lo, hi = self.partition.rows(len(x), self.reducer.evaluation_unit(batch_size))

@@ -260,6 +260,13 @@ class ExactSums(Reducer):
             return optimizer_state
         return {**optimizer_state, "grid_exponent": self.exact.exponent}
 
+    def redo_state(self) -> int | None:
+        """The grid exponent a step starts from (each step sets the next one's)."""
+        return self.exact.exponent
+
+    def load_redo_state(self, state: int | None) -> None:
+        self.exact.exponent = state
+
     def take_state(self, optimizer_state: dict) -> dict:
         """Without the grid exponent, which goes back to the exact sums."""
         state = dict(optimizer_state)

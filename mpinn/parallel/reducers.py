@@ -29,6 +29,8 @@ exact one (deterministic mode) is in :mod:`mpinn.parallel.exact`.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from mpinn.data.samplers import shard_ranges
@@ -83,6 +85,13 @@ class Reducer:
 
     def take_state(self, optimizer_state: dict) -> dict:
         return optimizer_state
+
+    def redo_state(self) -> Any:
+        """What a redo of a step (after a rank died) must start from: nothing here."""
+        return None
+
+    def load_redo_state(self, state: Any) -> None:
+        """Put back what ``redo_state`` returned."""
 
     def begin(self) -> None:
         """A step starts (nothing in flight)."""

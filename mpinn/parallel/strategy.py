@@ -7,6 +7,7 @@ method is called on every rank of ``comm`` (most are collective).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -19,6 +20,8 @@ class Strategy:
 
     comm: Communicator
     lockstep: bool = True  # every rank finishes step t before any starts t + 1
+    shrinkable: bool = False  # goes on over fewer ranks after one dies (on_failure="shrink")
+    update_hook: Callable[[], None] | None = None  # called before each update (recovery's)
 
     @property
     def comm_seconds(self) -> float:
@@ -56,6 +59,19 @@ class Strategy:
     def local_state(self, model) -> tuple[np.ndarray, Any]:
         """The parameters and the optimizer this rank's steps update (to undo a bad step)."""
         return model.params, model.optimizer
+
+    def before_update(self) -> None:
+        """Call just before this rank's parameters and optimizer state change in a step."""
+        if self.update_hook is not None:
+            self.update_hook()
+
+    def redo_state(self) -> Any:
+        """What a step changes besides the parameters and the optimizer, that a redo of the
+        step (after a rank died) must start from: nothing here."""
+        return None
+
+    def load_redo_state(self, state: Any) -> None:
+        """Put back what ``redo_state`` returned."""
 
     def finish(self, model) -> None:
         """After the last step: ``model.params`` on every rank holds the full trained model."""

@@ -72,6 +72,12 @@ class Callback:
     def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
         """Training finished (before the strategy hands the whole model to every rank)."""
 
+    def on_ranks_lost(self, dead_ranks: list[int]) -> None:
+        """Ranks died and training goes on over the survivors (``on_failure="shrink"``): the
+        strategy's communicator shrank, so this rank's number, and whether it is the one
+        that prints and writes (``is_root``), may have changed. The step or epoch end in
+        flight is redone next, so hooks may see it again."""
+
 
 NOT_SHOWN = ("step", "epoch", "samples", "seconds")  # bookkeeping in the logs, not metrics
 
@@ -100,6 +106,9 @@ class ProgressLogger(Callback):
         self.stream = stream or sys.stdout
         self.verbose = verbose
         self.bar = None
+
+    def on_ranks_lost(self, dead_ranks: list[int]) -> None:
+        self.active = self.active or self.is_root
 
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
         self.epochs, self.steps_per_epoch = self.params["epochs"], self.params["steps"]
@@ -148,11 +157,14 @@ def _has_tqdm() -> bool:
 
 
 class MetricsLog(Callback):
-    """Rank 0 appends one JSON line per logging window and per epoch."""
+    """Rank 0 appends one JSON line per logging window and per epoch, each after the last one
+    in the file: a record redone after a rank died is not written twice, and when the writer
+    died, the new rank 0 goes on from the file's last record."""
 
     def __init__(self, path: str | Path, rank: int) -> None:
         self.path = Path(path)
         self.active = rank == 0
+        self.last = (-1, -1)  # the (step, epoch) of the last step record and epoch record
 
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
         """A fresh run starts an empty log (an earlier run's log is moved aside, never
@@ -166,6 +178,15 @@ class MetricsLog(Callback):
             self.path.write_text("")
         elif self.path.exists():
             self._keep_records_before(start_step, start_epoch)
+        self.last = _last_records(self.path)
+
+    def on_ranks_lost(self, dead_ranks: list[int]) -> None:
+        """The new rank 0 takes over the log where the one before it stopped."""
+        if not self.active and self.is_root:
+            self.active = True
+            step, epoch = _last_records(self.path)
+            self._keep_records_before(step, epoch + 1)  # drops a line cut short
+            self.last = step, epoch
 
     def _move_earlier_log_aside(self) -> None:
         if not self.path.exists() or self.path.stat().st_size == 0:
@@ -195,10 +216,29 @@ class MetricsLog(Callback):
                 f.write(json.dumps(record) + "\n")
 
     def on_step_end(self, record: dict[str, Any]) -> None:
-        self._write({"event": "step", **record})
+        if record["step"] > self.last[0]:
+            self._write({"event": "step", **record})
+            self.last = (record["step"], self.last[1])
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        self._write({"event": "epoch", "epoch": epoch, **(logs or {})})
+        if epoch > self.last[1]:
+            self._write({"event": "epoch", "epoch": epoch, **(logs or {})})
+            self.last = (self.last[0], epoch)
+
+
+def _last_records(path: Path) -> tuple[int, int]:
+    """The step of the last step record and the epoch of the last epoch record in a log."""
+    step = epoch = -1
+    for line in path.read_text().splitlines() if path.exists() else []:
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict) and record.get("event") == "epoch":
+            epoch = max(epoch, record.get("epoch", -1))
+        elif isinstance(record, dict) and record.get("event") == "step":
+            step = max(step, record.get("step", -1))
+    return step, epoch
 
 
 def _recorded_before(line: str, step: int, epoch: int) -> bool:

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from mpinn.errors import ConfigError
+from mpinn.faults import inject
 from mpinn.io import atomic_write
 
 FORMAT = 1
@@ -88,7 +89,12 @@ def write_checkpoint(directory: str | Path, params: np.ndarray, optimizer_state:
         "sha256": {name: _digest(array) for name, array in arrays.items()},
     }
     arrays["meta"] = np.array(json.dumps(meta))
-    return atomic_write(checkpoint_path(directory, progress.step), lambda f: np.savez(f, **arrays))
+
+    def write(file) -> None:
+        np.savez(file, **arrays)
+        inject("checkpoint", progress.step)  # test-only: the writer dies before the rename
+
+    return atomic_write(checkpoint_path(directory, progress.step), write)
 
 
 def read_checkpoint(path: str | Path) -> Checkpoint:

@@ -17,6 +17,7 @@ import numpy as np
 
 from mpinn.config import RESUME_CHOICES
 from mpinn.errors import ConfigError, Preempted, require_positive_int
+from mpinn.faults import inject
 from mpinn.train.checkpoint import (Checkpoint, Progress, check_same_model, list_checkpoints,
                                     read_checkpoint, write_checkpoint)
 from mpinn.train.checkpoint_folder import (Survey, prune, remove_temporaries, set_aside,
@@ -59,6 +60,7 @@ class Checkpointing:
         self._signalled = False
         self._previous_handlers: dict[int, Any] = {}
         self._sequence = 1  # of the next write (rank 0)
+        self._last: tuple[int, Path | None] = (-1, None)  # step and path of the last write (rank 0)
         self.saved_run: dict[str, Any] = {}
 
     def start(self, model, strategy) -> Progress:
@@ -133,6 +135,16 @@ class Checkpointing:
         for path in remove_temporaries(self.directory):
             print(f"mpinn: removed {path.name}, left by an interrupted checkpoint write", flush=True)
 
+    def on_ranks_lost(self, comm) -> None:
+        """Ranks died and the run goes on (``on_failure="shrink"``): rank 0 of the survivors,
+        maybe a new writer, drops the temporary file of a write the writer died in and
+        continues the folder's write order."""
+        if comm.is_root:
+            remove_temporaries(self.directory)
+            found = survey(self.directory)
+            self._sequence = found.next_sequence
+            self._last = (found.valid[0].step, found.valid[0].path) if found.valid else (-1, None)
+
     def _on_signal(self, signum: int, frame: Any) -> None:
         self._signalled = True
 
@@ -149,18 +161,22 @@ class Checkpointing:
 
     def save(self, model, strategy, progress: Progress) -> Path:
         """Gather the full state and let rank 0 write it and prune; returns the path (on every
-        rank)."""
+        rank). A save redone after a rank died, at the step last written, writes nothing."""
         state = strategy.full_state(model)
         tallies = strategy.reduce_sum(np.concatenate([progress.epoch_tally, progress.window_tally]))
         path = None
-        if strategy.comm.is_root:
+        if strategy.comm.is_root and progress.step == self._last[0]:
+            path = self._last[1]
+        elif strategy.comm.is_root:
             params, optimizer_state = state
             saved = Progress(progress.epoch, progress.batch, progress.step, tallies[:3],
                              tallies[3:], progress.window_first)
             path = write_checkpoint(self.directory, params, optimizer_state, saved,
                                     model.net.get_config(), self.run_config, self._sequence)
-            self._sequence += 1
+            self._sequence, self._last = self._sequence + 1, (progress.step, path)
             prune(self.directory, self.keep, path)
+        else:
+            inject("checkpoint", progress.step)
         return Path(strategy.comm.bcast_obj(str(path) if path else None))
 
     def stop(self) -> None:

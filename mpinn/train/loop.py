@@ -18,6 +18,7 @@ from mpinn.data.samplers import global_batches, make_sampler, num_batches
 from mpinn.config import DEFAULT_WATCHDOG_SECONDS
 from mpinn.data.validate import check_features, check_steps, check_xy, fingerprint
 from mpinn.errors import ConfigError, UnsupportedFeature, require_positive_int
+from mpinn.faults import inject
 from mpinn.nn.losses import CrossEntropyLoss
 from mpinn.optim.schedules import Schedule
 from mpinn.parallel.agreement import agree
@@ -29,6 +30,7 @@ from mpinn.nn.metrics import summarize
 from mpinn.train.monitors import TerminateOnNaN
 from mpinn.train.nonfinite import NonFiniteGuard
 from mpinn.train.progress import ProgressTicker
+from mpinn.train.recovery import Recovery, kept, put_back
 
 DEFAULT_LOG_EVERY = 10
 
@@ -44,6 +46,12 @@ class History:
         self.epoch.append(epoch)
         for key, value in values.items():
             self.history.setdefault(key, []).append(value)
+
+    def truncate(self, epochs: int) -> None:
+        """Keep the first ``epochs`` records (an epoch's end is redone after a rank died)."""
+        del self.epoch[epochs:]
+        for values in self.history.values():
+            del values[epochs:]
 
 
 def fit(model, x: np.ndarray, y: np.ndarray, *, epochs: int = 1, batch_size: int = 32,
@@ -72,10 +80,13 @@ def fit(model, x: np.ndarray, y: np.ndarray, *, epochs: int = 1, batch_size: int
     is. A NaN or infinite loss or gradient raises :class:`~mpinn.errors.Diverged` naming the
     step (``on_nonfinite="stop"``), or skips the step (``"skip"``; ten in a row still stop).
     ``on_failure="shrink"`` (an MPI with fault tolerance: Open MPI 5 under ``mpiexec --with-ft
-    ulfm``; elsewhere a ConfigError) keeps training on the survivors when a rank dies.
+    ulfm``; elsewhere a ConfigError) keeps training on the survivors when a rank dies, losing
+    no step (:mod:`mpinn.train.recovery`); ``"abort"`` (the default) ends the job.
     """
     check_on_failure(on_failure)
     strategy = strategy or _default_strategy()
+    if on_failure == "shrink":
+        strategy.comm.tolerate_failures()
     with strategy.comm.watching(watchdog, _run_dir(checkpoint, callbacks)):
         settings = {"epochs": epochs, "batch_size": batch_size, "drop_last": drop_last,
                     "accumulation_steps": accumulation_steps, "shuffle": shuffle}
@@ -87,66 +98,137 @@ def fit(model, x: np.ndarray, y: np.ndarray, *, epochs: int = 1, batch_size: int
         strategy.setup(model)
         return _train(model, x, y, epochs, batch_size, validation_data, shuffle, drop_last,
                       accumulation_steps, strategy, callbacks, verbose, log_every, checkpoint,
-                      lr_schedule, guard)
+                      lr_schedule, guard, on_failure)
 
 
 def _train(model, x, y, epochs, batch_size, validation_data, shuffle, drop_last, accumulation_steps,
-           strategy, callbacks, verbose, log_every, checkpoint, lr_schedule, guard) -> History:
+           strategy, callbacks, verbose, log_every, checkpoint, lr_schedule, guard,
+           on_failure) -> History:
+    run = _Run(model, x, y, strategy, batch_size, validation_data, drop_last, accumulation_steps,
+               checkpoint, lr_schedule, guard)
     sampler = make_sampler("random" if shuffle else "contiguous", len(x), model.seed)
+    run.epoch_order = sampler.epoch_order
     if checkpoint:  # the checkpoints record the run's total, so a resume can name a change of it
         checkpoint.run_config = {"epochs": epochs, **checkpoint.run_config}
-    progress = checkpoint.start(model, strategy) if checkpoint else Progress()
-    epochs = checkpoint.total_epochs(epochs) if checkpoint else epochs
+    progress = run.progress = checkpoint.start(model, strategy) if checkpoint else Progress()
+    run.epochs = checkpoint.total_epochs(epochs) if checkpoint else epochs
     window_steps = log_every or DEFAULT_LOG_EVERY
-    history, window = History(), _Window(strategy, window_steps, progress, guard)
+    run.window = _Window(strategy, window_steps, progress, guard)
     steps = num_batches(len(x), batch_size, drop_last)
     if lr_schedule is not None:
-        lr_schedule.span(epochs * (steps if lr_schedule.per == "step" else 1))
-    ticker = ProgressTicker(strategy, epochs * steps, progress.step, log_every) if verbose == 1 else None
-    callbacks = _prepared_callbacks(callbacks, model, strategy, verbose,
-                                    {"epochs": epochs, "steps": steps, "verbose": verbose,
-                                     "start_step": progress.step, "start_epoch": progress.epoch})
+        lr_schedule.span(run.epochs * (steps if lr_schedule.per == "step" else 1))
+    run.ticker = (ProgressTicker(strategy, run.epochs * steps, progress.step, log_every)
+                  if verbose == 1 else None)
+    run.callbacks = _prepared_callbacks(callbacks, model, strategy, verbose,
+                                        {"epochs": run.epochs, "steps": steps, "verbose": verbose,
+                                         "start_step": progress.step, "start_epoch": progress.epoch})
+    recovery = (Recovery(model, strategy, run.mark, run.restore, run.on_ranks_lost)
+                if on_failure == "shrink" and strategy.shrinkable else None)
     model.stop_training = False
-    for callback in callbacks:
+    for callback in run.callbacks:
         callback.on_train_begin({})
     try:
-        while progress.epoch < epochs and not model.stop_training:
-            for callback in callbacks:
-                callback.on_epoch_begin(progress.epoch, {})
-            batches = list(global_batches(sampler.epoch_order(progress.epoch), batch_size, drop_last))
-            for batch in batches[progress.batch:]:
-                strategy.comm.note_step(progress.step + 1)
-                guard.before_step(model)
-                part = strategy.train_step(model, x, y, batch, accumulation_steps)
-                progress.batch += 1
-                progress.step += 1
-                agree_now = strategy.lockstep or progress.step % window_steps == 0 or _saves_now(
-                    checkpoint, progress.step)
-                if not guard.after_step(model, part, progress.step, agree_now):
-                    part = np.zeros(3)
-                progress.epoch_tally += part
-                _advance_schedule(lr_schedule, "step")
-                if ticker:
-                    ticker.add(part, progress.step, callbacks)
-                if guard.diverged:  # TerminateOnNaN: stop as Keras does, writing nothing more
-                    break
-                if window.add(part, progress, callbacks) and _agreed_stop(model, strategy):
-                    break
-                if checkpoint:
-                    checkpoint.after_step(model, strategy, progress, progress.batch == len(batches))
-            guard.settle(model, progress.step)
-            _end_epoch(model, strategy, progress, validation_data, batch_size, history, callbacks)
-            _advance_schedule(lr_schedule, "epoch")
-            _agreed_stop(model, strategy)
-            if checkpoint and not guard.diverged:
-                checkpoint.save(model, strategy, progress)
-        for callback in callbacks:
+        while run.going():
+            if recovery:
+                recovery.run(run.next_unit)
+            else:
+                run.next_unit()
+        for callback in run.callbacks:
             callback.on_train_end({})
     finally:
         if checkpoint:
             checkpoint.stop()
     strategy.finish(model)
-    return history
+    return run.history
+
+
+class _Run:
+    """One fit's training as units: a step, or the end of an epoch (the first unit of an
+    epoch also begins it). What a unit changes lives here, so that a redo after a rank's
+    death (:mod:`mpinn.train.recovery`) can put back what it started from."""
+
+    def __init__(self, model, x, y, strategy, batch_size, validation_data, drop_last,
+                 accumulation_steps, checkpoint, lr_schedule, guard) -> None:
+        self.model, self.x, self.y, self.strategy = model, x, y, strategy
+        self.batch_size, self.validation_data, self.drop_last = batch_size, validation_data, drop_last
+        self.accumulation_steps, self.checkpoint, self.lr_schedule = accumulation_steps, checkpoint, lr_schedule
+        self.guard, self.history = guard, History()
+        self.epoch_open = self.stopping = False  # within an epoch; its steps are over early
+        self.batches: list[np.ndarray] = []
+
+    def going(self) -> bool:
+        return self.epoch_open or (self.progress.epoch < self.epochs and not self.model.stop_training)
+
+    def next_unit(self) -> None:
+        progress = self.progress
+        if not self.epoch_open:
+            for callback in self.callbacks:
+                callback.on_epoch_begin(progress.epoch, {})
+            self.batches = list(global_batches(self.epoch_order(progress.epoch), self.batch_size,
+                                               self.drop_last))
+            self.epoch_open = True
+        if progress.batch < len(self.batches) and not self.stopping:
+            self._step(self.batches[progress.batch])
+        else:
+            self._end_epoch()
+
+    def _step(self, batch: np.ndarray) -> None:
+        model, strategy, progress, guard = self.model, self.strategy, self.progress, self.guard
+        strategy.comm.note_step(progress.step + 1)
+        inject("forward", progress.step + 1)
+        guard.before_step(model)
+        part = strategy.train_step(model, self.x, self.y, batch, self.accumulation_steps)
+        progress.batch += 1
+        progress.step += 1
+        agree_now = strategy.lockstep or progress.step % self.window.log_every == 0 or _saves_now(
+            self.checkpoint, progress.step)
+        if not guard.after_step(model, part, progress.step, agree_now):
+            part = np.zeros(3)
+        progress.epoch_tally += part
+        _advance_schedule(self.lr_schedule, "step")
+        if self.ticker:
+            self.ticker.add(part, progress.step, self.callbacks)
+        if guard.diverged:  # TerminateOnNaN: stop as Keras does, writing nothing more
+            self.stopping = True
+        elif self.window.add(part, progress, self.callbacks) and _agreed_stop(model, strategy):
+            self.stopping = True
+        elif self.checkpoint:
+            self.checkpoint.after_step(model, strategy, progress, progress.batch == len(self.batches))
+
+    def _end_epoch(self) -> None:
+        model, strategy, progress = self.model, self.strategy, self.progress
+        self.guard.settle(model, progress.step)
+        _end_epoch(model, strategy, progress, self.validation_data, self.batch_size, self.history,
+                   self.callbacks)
+        _advance_schedule(self.lr_schedule, "epoch")
+        _agreed_stop(model, strategy)
+        if self.checkpoint and not self.guard.diverged:
+            self.checkpoint.save(model, strategy, progress)
+        self.epoch_open = self.stopping = False
+
+    def mark(self) -> dict:
+        """The small state a unit starts from (see :mod:`mpinn.train.recovery`)."""
+        parts = {"progress": self.progress, "guard": self.guard, "window": self.window}
+        if self.ticker:
+            parts["ticker"] = self.ticker
+        return {"parts": {name: kept(part) for name, part in parts.items()},
+                "run": (self.epoch_open, self.stopping, self.batches, len(self.history.epoch),
+                        self.model.stop_training)}
+
+    def restore(self, mark: dict) -> None:
+        parts = {"progress": self.progress, "guard": self.guard, "window": self.window,
+                 "ticker": self.ticker}
+        for name, attributes in mark["parts"].items():
+            put_back(parts[name], attributes)
+        self.epoch_open, self.stopping, self.batches, recorded, self.model.stop_training = mark["run"]
+        self.history.truncate(recorded)
+
+    def on_ranks_lost(self, dead: list[int]) -> None:
+        """The communicator shrank: its rank 0 (maybe another) now prints and writes."""
+        if self.checkpoint:
+            self.checkpoint.on_ranks_lost(self.strategy.comm)
+        for callback in self.callbacks:
+            callback.on_ranks_lost(dead)
 
 
 def _saves_now(checkpoint: Checkpointing | None, step: int) -> bool:
