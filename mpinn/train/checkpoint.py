@@ -41,6 +41,7 @@ class Progress:
     epoch_tally: np.ndarray = field(default_factory=lambda: np.zeros(3))  # reduced over ranks
     window_tally: np.ndarray = field(default_factory=lambda: np.zeros(3))  # the open log window
     window_first: int = 1  # the first step of the open log window (log_every steps per record)
+    replicated: bool = False  # the tallies are sums over ranks on every rank (see metrics.counted)
 
 
 @dataclass(frozen=True)

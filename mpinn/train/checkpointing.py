@@ -22,6 +22,7 @@ from mpinn.train.checkpoint import (Checkpoint, Progress, check_same_model, list
                                     read_checkpoint, write_checkpoint)
 from mpinn.train.checkpoint_folder import (Survey, prune, remove_temporaries, set_aside,
                                            set_aside_damaged, survey)
+from mpinn.train.progress import counted
 from mpinn.train.resume import check_fixed_settings, resume_notice, run_changes
 
 PREEMPTION_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
@@ -63,18 +64,21 @@ class Checkpointing:
         self._last: tuple[int, Path | None] = (-1, None)  # step and path of the last write (rank 0)
         self.saved_run: dict[str, Any] = {}
 
-    def start(self, model, strategy) -> Progress:
-        """Restore the newest valid checkpoint if asked, then catch the preemption signals."""
+    def start(self, model, strategy, replicated: bool = False) -> Progress:
+        """Restore the newest valid checkpoint if asked, then catch the preemption signals.
+        The saved tallies are sums over ranks: rank 0 keeps them, the others start from zero,
+        or with ``replicated`` every rank keeps them (see :func:`~mpinn.train.metrics.counted`)."""
         found = strategy.comm.bcast_obj(self._prepare_on_root(model) if strategy.comm.is_root else None)
         if isinstance(found, str):
             raise ConfigError(found)
-        progress = Progress()
+        progress = Progress(replicated=replicated)
         if found is not None:
             model.optimizer.load_settings(found.optimizer_state)
             strategy.load_full_state(model, found.params, found.optimizer_state)
             self._settle_run_settings(model, strategy, found)
             progress = found.progress
-            if not strategy.comm.is_root:  # the saved tallies are already sums over ranks
+            progress.replicated = replicated
+            if not strategy.comm.is_root and not replicated:  # the saved tallies are sums over ranks
                 progress.epoch_tally, progress.window_tally = np.zeros(3), np.zeros(3)
         for signum in self.signals:
             self._previous_handlers[signum] = signal.signal(signum, self._on_signal)
@@ -163,7 +167,8 @@ class Checkpointing:
         """Gather the full state and let rank 0 write it and prune; returns the path (on every
         rank). A save redone after a rank died, at the step last written, writes nothing."""
         state = strategy.full_state(model)
-        tallies = strategy.reduce_sum(np.concatenate([progress.epoch_tally, progress.window_tally]))
+        tallies = strategy.reduce_sum(counted(np.concatenate([progress.epoch_tally, progress.window_tally]),
+                                              progress.replicated, strategy.comm.is_root))
         path = None
         if strategy.comm.is_root and progress.step == self._last[0]:
             path = self._last[1]

@@ -29,7 +29,7 @@ from mpinn.train.checkpointing import Checkpointing
 from mpinn.nn.metrics import summarize
 from mpinn.train.monitors import TerminateOnNaN
 from mpinn.train.nonfinite import NonFiniteGuard
-from mpinn.train.progress import ProgressTicker
+from mpinn.train.progress import ProgressTicker, counted
 from mpinn.train.recovery import Recovery, kept, put_back
 
 DEFAULT_LOG_EVERY = 10
@@ -110,20 +110,21 @@ def _train(model, x, y, epochs, batch_size, validation_data, shuffle, drop_last,
     run.epoch_order = sampler.epoch_order
     if checkpoint:  # the checkpoints record the run's total, so a resume can name a change of it
         checkpoint.run_config = {"epochs": epochs, **checkpoint.run_config}
-    progress = run.progress = checkpoint.start(model, strategy) if checkpoint else Progress()
+    replicated = on_failure == "shrink" and strategy.shrinkable  # tallies that outlive a rank
+    progress = run.progress = (checkpoint.start(model, strategy, replicated) if checkpoint
+                               else Progress(replicated=replicated))
     run.epochs = checkpoint.total_epochs(epochs) if checkpoint else epochs
     window_steps = log_every or DEFAULT_LOG_EVERY
     run.window = _Window(strategy, window_steps, progress, guard)
     steps = num_batches(len(x), batch_size, drop_last)
     if lr_schedule is not None:
         lr_schedule.span(run.epochs * (steps if lr_schedule.per == "step" else 1))
-    run.ticker = (ProgressTicker(strategy, run.epochs * steps, progress.step, log_every)
+    run.ticker = (ProgressTicker(strategy, run.epochs * steps, progress.step, log_every, replicated)
                   if verbose == 1 else None)
     run.callbacks = _prepared_callbacks(callbacks, model, strategy, verbose,
                                         {"epochs": run.epochs, "steps": steps, "verbose": verbose,
                                          "start_step": progress.step, "start_epoch": progress.epoch})
-    recovery = (Recovery(model, strategy, run.mark, run.restore, run.on_ranks_lost)
-                if on_failure == "shrink" and strategy.shrinkable else None)
+    recovery = Recovery(model, strategy, run.mark, run.restore, run.on_ranks_lost) if replicated else None
     model.stop_training = False
     for callback in run.callbacks:
         callback.on_train_begin({})
@@ -178,6 +179,8 @@ class _Run:
         inject("forward", progress.step + 1)
         guard.before_step(model)
         part = strategy.train_step(model, self.x, self.y, batch, self.accumulation_steps)
+        if progress.replicated:  # every rank holds the step's tally over all ranks
+            part = strategy.reduce_sum(part)
         progress.batch += 1
         progress.step += 1
         agree_now = strategy.lockstep or progress.step % self.window.log_every == 0 or _saves_now(
@@ -299,7 +302,8 @@ def _end_epoch(model, strategy, progress: Progress, validation_data, batch_size:
 
     The logs come from rank 0 (one broadcast), so every rank's callbacks see the very same
     numbers and decide alike."""
-    values, samples = _epoch_values(model, strategy, progress.epoch_tally, validation_data, batch_size)
+    tally = counted(progress.epoch_tally, progress.replicated, strategy.comm.is_root)
+    values, samples = _epoch_values(model, strategy, tally, validation_data, batch_size)
     logs = strategy.comm.bcast_obj({"step": progress.step, **values, "samples": samples})
     for callback in callbacks:
         callback.on_epoch_end(progress.epoch, logs)
@@ -374,7 +378,7 @@ def _epoch_values(model, strategy, tally, validation_data,
 def _step_record(strategy, progress: Progress, untimed_samples: float, window_start: float,
                  comm_start: float) -> dict[str, float]:
     tally = np.append(progress.window_tally, progress.window_tally[2] - untimed_samples)
-    reduced = strategy.reduce_sum(tally)
+    reduced = strategy.reduce_sum(counted(tally, progress.replicated, strategy.comm.is_root))
     seconds = time.perf_counter() - window_start
     comm_seconds = strategy.comm_seconds - comm_start
     loss, accuracy = summarize(reduced[:3])

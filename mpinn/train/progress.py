@@ -23,6 +23,13 @@ from mpinn.nn.metrics import summarize
 PROBE_STEPS = 3
 
 
+def counted(tally: np.ndarray, replicated: bool, is_root: bool) -> np.ndarray:
+    """What a rank adds to a reduction of ``tally``: all of it, or, where every rank holds the
+    sums over all ranks already (``replicated``: under ``on_failure="shrink"``, so that they
+    outlive any rank), rank 0's alone."""
+    return np.zeros_like(tally) if replicated and not is_root else tally
+
+
 def progress_seconds() -> float:
     """Seconds between progress lines when no interval is given (``MPINN_PROGRESS_SECONDS``)."""
     value = os.environ.get("MPINN_PROGRESS_SECONDS", "10")
@@ -38,8 +45,9 @@ def progress_seconds() -> float:
 class ProgressTicker:
     """Counts steps and, every ``every`` of them, hands callbacks a reduced progress record."""
 
-    def __init__(self, strategy, total_steps: int, start_step: int, every: int | None) -> None:
-        self.strategy, self.total, self.every = strategy, total_steps, every
+    def __init__(self, strategy, total_steps: int, start_step: int, every: int | None,
+                 replicated: bool = False) -> None:
+        self.strategy, self.total, self.every, self.replicated = strategy, total_steps, every, replicated
         self.first_step, self.started = start_step, time.perf_counter()
         self.target = None if every else progress_seconds()
         self._reset(start_step)
@@ -68,7 +76,7 @@ class ProgressTicker:
         return max(1, int(self.target / max(step_seconds, 1e-9)))
 
     def _record(self, step: int) -> dict[str, Any]:
-        reduced = self.strategy.reduce_sum(self.tally)
+        reduced = self.strategy.reduce_sum(counted(self.tally, self.replicated, self.strategy.comm.is_root))
         now = time.perf_counter()
         loss, accuracy = summarize(reduced)
         elapsed = now - self.started
