@@ -21,7 +21,14 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
-from mpi4py import MPI
+
+# Under Open MPI's fault tolerance (mpiexec --with-ft ulfm sets OMPI_MCA_mpi_ft_enable in every
+# rank), the fence MPI_Finalize holds with every rank of the job can wait forever once ranks died
+# (here one survivor in two hung after three deaths): skip it, as ULFM's users do. Open MPI reads
+# the parameter when MPI starts, at this import.
+if "OMPI_MCA_mpi_ft_enable" in os.environ:
+    os.environ.setdefault("OMPI_MCA_async_mpi_finalize", "1")
+from mpi4py import MPI  # noqa: E402
 
 from mpinn.errors import RankLost
 from mpinn.parallel.heartbeat import Heartbeat

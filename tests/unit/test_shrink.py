@@ -96,7 +96,7 @@ from mpinn.train import Callback
 
 class Boom(Callback):
     def on_step_end(self, record):
-        if self.strategy.comm.rank == 1 and record["step"] == 5:
+        if self.strategy.comm.rank == 1 and record["step"] == 10:
             raise RuntimeError("boom on rank 1")
 
 data = digits()
