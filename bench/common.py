@@ -137,11 +137,14 @@ def has_torch() -> bool:
     return True
 
 
-def launch_worker(worker: Path, ranks: int, *args, timeout: int = 900) -> dict:
-    """Run ``worker`` under the venv's mpiexec on ``ranks`` ranks (``bench_env``: native BLAS
-    kernel, one thread each) and return the JSON object its rank 0 printed last."""
+def launch_worker(worker: Path, ranks: int, *args, timeout: int = 900,
+                  launcher_flags: tuple[str, ...] = ()) -> dict:
+    """Run ``worker`` under the venv's mpiexec (with ``launcher_flags``) on ``ranks`` ranks
+    (``bench_env``: native BLAS kernel, one thread each) and return the JSON object its rank 0
+    printed last."""
     mpiexec = Path(sys.executable).parent / "mpiexec"
-    command = [str(mpiexec), "-n", str(ranks), sys.executable, str(worker), *map(str, args)]
+    command = [str(mpiexec), *launcher_flags, "-n", str(ranks), sys.executable, str(worker),
+               *map(str, args)]
     out = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=bench_env(),
                          check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])

@@ -38,6 +38,8 @@ class ZeroDataParallel(DataParallel):
     the replicated partition, the bucketed allreduce (stage 1) or a reduce-scatter (stage 2),
     and the sharded update."""
 
+    shrinkable = False  # a dead rank's optimizer shard is lost with it
+
     def __init__(self, comm: Communicator, stage: int = 2, bucket_mb: float = 4.0,
                  overlap: bool = True, deterministic: bool = False, group_size: int = 128) -> None:
         ZeroOptions(zero_stage=stage, bucket_mb=bucket_mb, deterministic=deterministic,

@@ -139,6 +139,7 @@ def _train(model, x, y, epochs, batch_size, validation_data, shuffle, drop_last,
     finally:
         if checkpoint:
             checkpoint.stop()
+        strategy.update_hook = None
     strategy.finish(model)
     return run.history
 
