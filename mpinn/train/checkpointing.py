@@ -62,6 +62,7 @@ class Checkpointing:
         self._previous_handlers: dict[int, Any] = {}
         self._sequence = 1  # of the next write (rank 0)
         self._last: tuple[int, Path | None] = (-1, None)  # step and path of the last write (rank 0)
+        self._writer = False  # whether this rank writes (rank 0)
         self.saved_run: dict[str, Any] = {}
 
     def start(self, model, strategy, replicated: bool = False) -> Progress:
@@ -104,6 +105,7 @@ class Checkpointing:
         """The checkpoint to resume from, None to start afresh, or what is wrong (a message,
         the folder untouched). Once the run goes ahead, damaged checkpoints (and with
         ``fresh`` the valid ones) are set aside and leftover temporary files removed."""
+        self._writer = True
         found = survey(self.directory)
         checkpoint = None
         if self.resume == "never" and (found.valid or found.damaged):
@@ -140,10 +142,11 @@ class Checkpointing:
             print(f"mpinn: removed {path.name}, left by an interrupted checkpoint write", flush=True)
 
     def on_ranks_lost(self, comm) -> None:
-        """Ranks died and the run goes on (``on_failure="shrink"``): rank 0 of the survivors,
-        maybe a new writer, drops the temporary file of a write the writer died in and
+        """Ranks died and the run goes on (``on_failure="shrink"``): if the writer was among
+        them, the new rank 0 drops the temporary file of a write the writer died in and
         continues the folder's write order."""
-        if comm.is_root:
+        if comm.is_root and not self._writer:
+            self._writer = True
             remove_temporaries(self.directory)
             found = survey(self.directory)
             self._sequence = found.next_sequence
