@@ -17,7 +17,7 @@ PACKAGE = Path(mpinn.__file__).parent
 # Bottom to top; a module belongs to the layer of its longest listed prefix.
 LAYERS = [
     ("bottom", ["mpinn", "mpinn.errors", "mpinn.io", "mpinn.config", "mpinn.registry",
-                "mpinn.launcher", "mpinn.outputs", "mpinn.memory"]),
+                "mpinn.launcher", "mpinn.outputs", "mpinn.memory", "mpinn.faults"]),
     ("nn", ["mpinn.nn", "mpinn.export"]),
     ("optim and data", ["mpinn.optim", "mpinn.data"]),
     ("layout", ["mpinn.layout"]),
