@@ -107,7 +107,8 @@ class RunSettings:
         self._check_lr_schedule()
         covered = registry.takes("deterministic")
         if getattr(self, "deterministic", False) and self.strategy not in covered:
-            raise ConfigError(f"option deterministic covers option strategy {' and '.join(covered)}, "
+            names = ", ".join(covered[:-1]) + f" and {covered[-1]}" if len(covered) > 1 else covered[0]
+            raise ConfigError(f"option deterministic covers option strategy {names}, "
                               f"not {self.strategy}; drop one of the two")
 
     def _check_reporting(self) -> None:

@@ -35,7 +35,7 @@ def local_sgd(comm: Communicator, options) -> LocalSGD:
 def _model_parallel(strategy: str, comm: Communicator, options) -> ModelParallel:
     grid = grid_for(strategy, comm.size, options.stages, options.grid)
     return ModelParallel(comm, grid, options.micro_batches, options.schedule, options.boundaries,
-                         options.balance, options.bucket_mb)
+                         options.balance, options.bucket_mb, options.deterministic, options.group_size)
 
 
 def pipeline(comm: Communicator, options) -> ModelParallel:

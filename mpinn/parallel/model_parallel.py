@@ -50,14 +50,12 @@ class ModelParallel(Strategy):
                  schedule: str = "1f1b", boundaries: tuple[int, ...] = (), balance: str = "params",
                  bucket_mb: float = 4.0, deterministic: bool = False, group_size: int = 128) -> None:
         """``micro_batches`` per step and data replica: 1 by default; in deterministic mode it
-        follows from ``group_size`` (one group a micro-batch) and may not be given."""
+        follows from ``group_size`` (one group a micro-batch), and a given count must agree
+        (see ``check_batch``)."""
         grid.check_world(comm.size)
         ModelParallelOptions(micro_batches=micro_batches, schedule=schedule, balance=balance,
                              bucket_mb=bucket_mb)
-        if deterministic and micro_batches is not None:
-            raise ConfigError(f"micro_batches {micro_batches} cannot be chosen in deterministic mode: "
-                              f"each micro-batch is one group of group_size {group_size} samples, "
-                              f"so the count follows from the batch; leave micro_batches unset")
+        self.given_micro_batches = micro_batches
         self.comm, self.grid = comm, grid
         self.micro_batches, self.schedule, self.balance = micro_batches or 1, schedule, balance
         self.boundaries, self.bucket_mb = tuple(boundaries), bucket_mb
@@ -117,6 +115,23 @@ class ModelParallel(Strategy):
                             self.comm.split(grid.size + d * grid.tensor + t, key=p),
                             self.comm.split(2 * grid.size + d * grid.pipeline + p, key=t))
         return self._groups
+
+    def check_batch(self, batch_size: int) -> None:
+        """In deterministic mode each micro-batch is one group of ``group_size`` samples, so a
+        global batch gives each data replica its whole groups; a given micro_batches must be
+        that count on every replica."""
+        given = self.given_micro_batches
+        if not self.deterministic or given is None:
+            return
+        groups = -(-batch_size // self.group_size)
+        counts = sorted({hi - lo for lo, hi in shard_ranges(groups, self.grid.data)})
+        if counts != [given]:
+            fix = f"leave option micro_batches unset" + (f" or set it to {counts[0]}" if len(counts) == 1 else "")
+            raise ConfigError(
+                f"option micro_batches {given} disagrees with option deterministic: each micro-batch is "
+                f"one group of option group_size {self.group_size} samples, so a global batch of "
+                f"{batch_size} gives {' or '.join(map(str, counts))} per data replica "
+                f"({self.grid.data} of them); {fix}")
 
     # ---- steps -----------------------------------------------------------------------
     def train_step(self, model, x: np.ndarray, y: np.ndarray, batch: np.ndarray,

@@ -28,6 +28,10 @@ class Strategy:
         """Seconds this rank has spent in MPI calls (``comm`` and its splits), for the metrics log."""
         return self.comm.seconds
 
+    def check_batch(self, batch_size: int) -> None:
+        """Before any work: a ConfigError if this strategy cannot take global batches of
+        ``batch_size`` samples as it was configured (by default it takes any)."""
+
     def setup(self, model) -> None:
         """Before the first step: distribute or check the initial parameters."""
         raise NotImplementedError

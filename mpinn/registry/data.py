@@ -14,8 +14,8 @@ class BucketOptions(Options):
 
 @dataclass(frozen=True)
 class DataOptions(BucketOptions):
-    deterministic: bool = option(False, "bitwise the same result at any rank count (exact sums "
-                                 "over fixed sample groups)")
+    deterministic: bool = option(False, "bitwise the same result at any data-parallel degree "
+                                 "(exact sums over fixed sample groups)")
     group_size: int = option(128, "samples per group in deterministic mode (fixed whatever the "
                              "rank count; default 128)", check=require_positive_int)
 

@@ -5,18 +5,19 @@ from typing import Optional
 
 from mpinn.errors import require_positive_int
 from mpinn.registry import option, register
-from mpinn.registry.data import BucketOptions
+from mpinn.registry.data import DataOptions
 
 SCHEDULES = ("1f1b", "gpipe")
 BALANCES = ("params", "time")
 
 
 @dataclass(frozen=True)
-class ModelParallelOptions(BucketOptions):
+class ModelParallelOptions(DataOptions):
     stages: Optional[int] = option(None, "pipeline stages (default: every rank of the pipeline)",
                                    check=require_positive_int)
-    micro_batches: int = option(1, "micro-batches per step and data replica (pipeline)",
-                                check=require_positive_int)
+    micro_batches: Optional[int] = option(None, "micro-batches per step and data replica "
+                                          "(default 1; deterministic mode: one per group)",
+                                          check=require_positive_int)
     schedule: str = option("1f1b", "pipeline schedule: 1f1b (default, bounded activations) or gpipe",
                            choices=SCHEDULES)
     boundaries: tuple = option((), "layer index where each later pipeline stage starts, e.g. 2,4 "

@@ -91,7 +91,7 @@ def fit(model, x: np.ndarray, y: np.ndarray, *, epochs: int = 1, batch_size: int
         settings = {"epochs": epochs, "batch_size": batch_size, "drop_last": drop_last,
                     "accumulation_steps": accumulation_steps, "shuffle": shuffle}
         x, y, validation_data = agree(strategy.comm, lambda: _checked_inputs(
-            model, x, y, validation_data, validation_split, settings), "arguments to fit")
+            model, x, y, validation_data, validation_split, settings, strategy), "arguments to fit")
         _attach_schedule(model, lr_schedule)
         guard = NonFiniteGuard(on_nonfinite, strategy, keras_stop=any(
             isinstance(c, TerminateOnNaN) for c in callbacks or []))
@@ -413,13 +413,14 @@ def _checked_xy(model, x, y, name: str = "x", y_name: str = "y") -> tuple[np.nda
     return x, y
 
 
-def _checked_inputs(model, x, y, validation_data, validation_split, settings: dict[str, Any]):
+def _checked_inputs(model, x, y, validation_data, validation_split, settings: dict[str, Any], strategy):
     """This rank's checks of fit's arguments: the arrays, and the facts about them and the
     settings that must be the same on every rank (see :func:`~mpinn.parallel.agreement.agree`)."""
     _require_compiled(model)
     for name in ("epochs", "batch_size", "accumulation_steps"):
         require_positive_int(name, settings[name])
     batch_size = settings["batch_size"]
+    strategy.check_batch(batch_size)
     if not 0.0 <= validation_split < 1.0:
         raise ConfigError(f"validation_split must lie in [0, 1), got {validation_split!r}")
     x, y = _checked_xy(model, x, y)

@@ -59,7 +59,12 @@ def test_toml_config_and_flags(tmp_path):
     (["train", "--activation", "swish"], "argument --activation: invalid choice: 'swish'"),
     (["train", "--optimizer", "adagrad"], "argument --optimizer: invalid choice: 'adagrad'"),
     (["evaluate", "--model", "missing.npz"], "cannot read model file missing.npz"),
-    (["train", "--deterministic", "--strategy", "pipeline"], "--deterministic covers --strategy data and zero"),
+    (["train", "--deterministic", "--strategy", "local-sgd"],
+     "--deterministic covers --strategy data, grid, pipeline, tensor and zero, not local-sgd"),
+    (["train", "--strategy", "pipeline", "--deterministic", "--micro-batches", "3", "--batch-size", "256"],
+     "--micro-batches 3 disagrees with --deterministic: each micro-batch is one group of --group-size "
+     "128 samples, so a global batch of 256 gives 2 per data replica (1 of them); leave --micro-batches "
+     "unset or set it to 2"),
     (["train", "--resume", "auto"], "resume auto needs a checkpoint directory"),
     (["train", "--watchdog", "-1"], "watchdog must be a number of seconds >= 0 (0: off)"),
     (["train", "--group-size", "0"], "--group-size must be a positive integer"),
@@ -70,6 +75,13 @@ def test_bad_input_exits_2_with_one_message_from_rank_0(args, message):
     assert run.returncode == 2, (run.stdout, run.stderr)
     assert run.stderr.count(message) == 1, run.stderr
     assert "Traceback" not in run.stderr and run.stderr.count("mpinn: error") == 1
+
+
+def test_deterministic_pipeline_takes_a_micro_batch_count_that_agrees_with_its_groups():
+    run = mpinn("train", "--strategy", "pipeline", "--deterministic", "--micro-batches", "2",
+                "--batch-size", "256", "--epochs", "1", "--hidden", "16,16")
+    assert run.returncode == 0, run.stderr
+    assert "test accuracy" in run.stdout
 
 
 def test_unknown_config_key_lists_the_valid_ones(tmp_path):

@@ -112,7 +112,7 @@ def test_a_renamed_option_keeps_its_old_flag_and_key_with_a_notice(toy, tmp_path
 def test_the_registry_names_every_strategy_and_the_planned_layouts():
     assert registry.names() == ("data", "async", "grid", "local-sgd", "pipeline", "tensor", "zero")
     assert registry.names(planned=True) == ("data", "grid", "pipeline", "tensor", "zero")
-    assert registry.takes("deterministic") == ("data", "zero")
+    assert registry.takes("deterministic") == ("data", "grid", "pipeline", "tensor", "zero")
     with pytest.raises(ConfigError, match="unknown strategy 'sync'; choose one of: async, data"):
         registry.get("sync")
 
@@ -221,7 +221,8 @@ def test_errors_from_a_part_name_the_option_and_the_cli_names_the_flag(capsys):
 def test_the_config_key_names_the_option_without_flags():
     with pytest.raises(ConfigError) as error:
         make_config({"deterministic": True, "strategy": "async"})
-    assert str(error.value).startswith("option deterministic covers option strategy data and zero, not async")
+    assert str(error.value).startswith("option deterministic covers option strategy data, grid, pipeline, "
+                                       "tensor and zero, not async")
     assert "--" not in str(error.value)
 
 
