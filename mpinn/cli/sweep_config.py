@@ -29,7 +29,8 @@ from mpinn.errors import ConfigError, require_positive_int
 
 SWEEP_OPTIONS: dict[str, Any] = {"ranks_per_config": 1, "ensemble": False, "output": "sweep.json"}
 PER_RUN_OUTPUTS = ("save", "metrics", "checkpoint_dir")  # every run would write the same file
-NOT_TAKEN = PER_RUN_OUTPUTS + ("resume", "checkpoint_every", "keep_checkpoints")  # no checkpoints either
+CHECKPOINTING = ("resume", "checkpoint_every", "keep_checkpoints")  # its runs write no checkpoints
+NOT_TAKEN = PER_RUN_OUTPUTS + CHECKPOINTING + ("on_failure",)
 NOT_VARIED = ("dataset", "threads", "validation_split") + NOT_TAKEN  # one data split and one BLAS setting for all
 TABLES = ("train", "vary", "sweep")
 
@@ -58,7 +59,9 @@ def make_sweep_spec(base: dict[str, Any], varied: dict[str, list[Any]],
     _reject_unknown("key to vary", varied, known_keys())
     for key in NOT_TAKEN:
         if base.get(key) is not None:
-            why = "every run would write the same file" if key in PER_RUN_OUTPUTS else "its runs write no checkpoints"
+            why = ("every run would write the same file" if key in PER_RUN_OUTPUTS else
+                   "its runs write no checkpoints" if key in CHECKPOINTING else
+                   "its runs cannot shrink: a rank's death ends the sweep")
             raise ConfigError(f"sweep does not take {key!r}: {why}; results go to the sweep's --output JSON")
     for key, values in varied.items():
         if key in NOT_VARIED:

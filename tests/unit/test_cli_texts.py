@@ -39,7 +39,7 @@ def test_sweep_help_lists_only_the_flags_it_accepts(capsys):
     text = help_text(capsys, "sweep")
     assert "--vary" in text and "--epochs" in text
     for rejected in ("--save", "--metrics", "--checkpoint-dir", "--resume", "--checkpoint-every",
-                     "--keep-checkpoints"):
+                     "--keep-checkpoints", "--on-failure"):
         assert f"[{rejected} " not in text
         assert not any(line.startswith(f"  {rejected} ") for line in text.splitlines())
 

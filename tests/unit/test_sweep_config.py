@@ -47,6 +47,7 @@ def test_bad_grids_are_rejected_with_the_valid_choices(varied, options, message)
     ({"save": "m.npz"}, "sweep does not take 'save': every run would write the same file"),
     ({"resume": "auto"}, "sweep does not take 'resume': its runs write no checkpoints"),
     ({"keep_checkpoints": 2}, "sweep does not take 'keep_checkpoints': its runs write no checkpoints"),
+    ({"on_failure": "shrink"}, "sweep does not take 'on_failure': its runs cannot shrink"),
 ])
 def test_per_run_outputs_and_checkpoint_settings_are_refused(base, message):
     with pytest.raises(ConfigError, match=message):
