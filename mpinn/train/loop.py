@@ -30,6 +30,7 @@ from mpinn.nn.metrics import summarize
 from mpinn.train.monitors import TerminateOnNaN
 from mpinn.train.nonfinite import NonFiniteGuard
 from mpinn.train.progress import ProgressTicker, counted
+from mpinn.train.rank_loss import stop_on_rank_loss
 from mpinn.train.recovery import Recovery, kept, put_back
 
 DEFAULT_LOG_EVERY = 10
@@ -87,7 +88,8 @@ def fit(model, x: np.ndarray, y: np.ndarray, *, epochs: int = 1, batch_size: int
     strategy = strategy or _default_strategy()
     if on_failure == "shrink":
         strategy.comm.tolerate_failures()
-    with strategy.comm.watching(watchdog, _run_dir(checkpoint, callbacks)):
+    with strategy.comm.watching(watchdog, _run_dir(checkpoint, callbacks)), \
+            stop_on_rank_loss(strategy, checkpoint):
         settings = {"epochs": epochs, "batch_size": batch_size, "drop_last": drop_last,
                     "accumulation_steps": accumulation_steps, "shuffle": shuffle}
         x, y, validation_data = agree(strategy.comm, lambda: _checked_inputs(

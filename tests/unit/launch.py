@@ -19,6 +19,8 @@ BIN = Path(sys.executable).parent
 ENV = {**os.environ, "OPENBLAS_NUM_THREADS": "1"}
 # Open MPI refuses to run as root, and to start more ranks than cores, unless told.
 OPEN_MPI_FLAGS = ("--allow-run-as-root", "--oversubscribe")
+# Open MPI's fault tolerance (ULFM): a rank's death is reported to the survivors, not fatal.
+ULFM_FLAGS = ("--with-ft", "ulfm")
 
 
 @functools.cache
@@ -29,21 +31,25 @@ def is_open_mpi() -> bool:
     return "Open MPI" in version.stdout
 
 
-def mpiexec_command(ranks, *command):
-    """The argument list that runs ``command`` on ``ranks`` ranks under this environment's MPI."""
-    flags = OPEN_MPI_FLAGS if is_open_mpi() else ()
+def mpiexec_command(ranks, *command, flags=()):
+    """The argument list that runs ``command`` on ``ranks`` ranks under this environment's MPI,
+    with the launcher's own ``flags`` (such as ULFM_FLAGS)."""
+    flags = (*(OPEN_MPI_FLAGS if is_open_mpi() else ()), *flags)
     return [str(BIN / "mpiexec"), *flags, "-n", str(ranks), *map(str, command)]
 
 
-def mpiexec(ranks, *command, timeout=120, cwd=None):
-    """Run ``command`` on ``ranks`` ranks; returns the CompletedProcess (text output)."""
-    return subprocess.run(mpiexec_command(ranks, *command), capture_output=True, text=True,
-                          timeout=timeout, env=ENV, cwd=cwd, start_new_session=True)
+def mpiexec(ranks, *command, timeout=120, cwd=None, flags=(), env=None):
+    """Run ``command`` on ``ranks`` ranks, ``env`` added to the environment; returns the
+    CompletedProcess (text output)."""
+    return subprocess.run(mpiexec_command(ranks, *command, flags=flags), capture_output=True,
+                          text=True, timeout=timeout, env={**ENV, **(env or {})}, cwd=cwd,
+                          start_new_session=True)
 
 
-def mpinn(*args, ranks=2, cwd=None, timeout=120):
+def mpinn(*args, ranks=2, cwd=None, timeout=120, flags=(), env=None):
     """The real CLI (``python -m mpinn ARGS``) under mpiexec."""
-    return mpiexec(ranks, sys.executable, "-m", "mpinn", *args, timeout=timeout, cwd=cwd)
+    return mpiexec(ranks, sys.executable, "-m", "mpinn", *args, timeout=timeout, cwd=cwd,
+                   flags=flags, env=env)
 
 
 def start_mpinn(*args, ranks=2, cwd=None):
