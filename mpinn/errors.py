@@ -51,10 +51,11 @@ class RankLost(Exception):
 
     EXIT_CODE = 75
 
-    def __init__(self, dead_ranks: Iterable[int], message: str = "") -> None:
+    def __init__(self, dead_ranks: Iterable[int], message: str = "", why: str | None = None) -> None:
         self.dead_ranks = sorted(dead_ranks)
+        self.why = why  # set where the loss is final: what was lost that no shrink brings back
         names = ", ".join(str(rank) for rank in self.dead_ranks) or "unknown"
-        super().__init__(message or f"rank(s) {names} of the job died")
+        super().__init__(message or f"rank(s) {names} of the job died" + (f": {why}" if why else ""))
 
 
 class UnsupportedFeature(ConfigError, NotImplementedError):

@@ -185,6 +185,10 @@ class Communicator:
             return exc
         return RankLost(self.failed_ranks(), f"{exc.Get_error_string()}: a rank of the job died")
 
+    def world_ranks(self) -> list[int]:
+        """The COMM_WORLD rank of each rank of this communicator, in its order."""
+        return _world_ranks(self.mpi.Get_group())
+
     def failed_ranks(self) -> list[int]:
         """The ranks of this communicator this rank knows to be dead, as COMM_WORLD numbers them."""
         return _world_ranks(self.mpi.Get_failed())

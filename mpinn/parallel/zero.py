@@ -25,28 +25,57 @@ on N).
 
 from __future__ import annotations
 
+from typing import Any
+
+import numpy as np
+
 from mpinn.parallel.comm import Communicator
 from mpinn.parallel.data_parallel import DataParallel
 from mpinn.parallel.exact import exact_if
 from mpinn.parallel.reducers import BucketedAllreduce, ReduceScatter
-from mpinn.parallel.updaters import ShardedUpdate
+from mpinn.parallel.zero_buddy import BuddiedShardedUpdate
 from mpinn.registry.zero import ZeroOptions
 
 
 class ZeroDataParallel(DataParallel):
     """Data parallelism whose optimizer state (and, at stage 2, reduced gradient) is sharded:
     the replicated partition, the bucketed allreduce (stage 1) or a reduce-scatter (stage 2),
-    and the sharded update."""
-
-    shrinkable = False  # a dead rank's optimizer shard is lost with it
+    and the sharded update, which under ``on_failure="shrink"`` keeps a buddy copy of the
+    neighbour's shard (:mod:`mpinn.parallel.zero_buddy`), so a rank's death loses no state."""
 
     def __init__(self, comm: Communicator, stage: int = 2, bucket_mb: float = 4.0,
                  overlap: bool = True, deterministic: bool = False, group_size: int = 128) -> None:
         ZeroOptions(zero_stage=stage, bucket_mb=bucket_mb, deterministic=deterministic,
                     group_size=group_size)
         carrier = BucketedAllreduce(comm, bucket_mb, overlap) if stage == 1 else ReduceScatter(comm)
-        self.compose(comm, exact_if(deterministic, group_size, carrier), ShardedUpdate(comm, deterministic))
+        self.compose(comm, exact_if(deterministic, group_size, carrier),
+                     BuddiedShardedUpdate(comm, deterministic))
         self.stage = stage
+
+    def train_step(self, model, x: np.ndarray, y: np.ndarray, batch: np.ndarray,
+                   accumulation_steps: int = 1) -> np.ndarray:
+        self._settle(model)
+        return super().train_step(model, x, y, batch, accumulation_steps)
+
+    def full_state(self, model):
+        self._settle(model)
+        return super().full_state(model)
+
+    def _settle(self, model) -> None:
+        """If the communicator shrank (a rank died), lay the shards out again over the
+        survivors, and the reduce-scatter's slices with them."""
+        if self.updater.settle():
+            self.reducer.setup(model.net)
+
+    def redo_state(self) -> Any:
+        """DataParallel's, and the buddy copy (what a step changes besides this rank's shard)."""
+        buddy = self.updater.buddy
+        return super().redo_state(), buddy.saved() if buddy is not None else None
+
+    def load_redo_state(self, state: Any) -> None:
+        super().load_redo_state(state[0])
+        if state[1] is not None:
+            self.updater.buddy.restore(state[1])
 
     def memory_bytes(self, model) -> dict[str, int]:
         """What this rank holds, in bytes: optimizer state, the reduced gradient it keeps, and

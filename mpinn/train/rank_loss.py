@@ -3,9 +3,10 @@
 Under ``on_failure="shrink"`` only data parallelism and ZeRO go on over the survivors
 (:mod:`mpinn.train.recovery`). Pipeline, tensor and grid parallelism lose the layers or
 slices the dead rank held, the asynchronous servers the shard a dead server held, and local
-SGD a replica's steps since the last average; there every survivor, wherever it waits,
-stops with :class:`~mpinn.errors.RankLost` (the CLI's exit code 75), its message naming the
-dead ranks and the checkpoint to continue from.
+SGD a replica's steps since the last average; ZeRO loses a shard when its owner and the
+buddy holding its copy both die (a RankLost with ``why``). There every survivor, wherever it
+waits, stops with :class:`~mpinn.errors.RankLost` (the CLI's exit code 75), its message
+naming the dead ranks and the checkpoint to continue from.
 """
 
 from __future__ import annotations
@@ -29,9 +30,9 @@ def stop_on_rank_loss(strategy, checkpoint: Checkpointing | None) -> Iterator[No
     except RankLost as lost:
         dead = abandon(strategy.comm, lost)
         names = ", ".join(map(str, dead))
-        raise RankLost(dead, f"rank(s) {names} of the job died and {type(strategy).__name__} "
-                             f"{CANNOT_SHRINK}; the surviving ranks stop. "
-                             f"{_resume_hint(checkpoint)}") from None
+        why = lost.why or f"{type(strategy).__name__} {CANNOT_SHRINK}"
+        raise RankLost(dead, f"rank(s) {names} of the job died and {why}; the surviving ranks "
+                             f"stop. {_resume_hint(checkpoint)}") from None
 
 
 def _resume_hint(checkpoint: Checkpointing | None) -> str:

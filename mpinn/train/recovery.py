@@ -73,6 +73,8 @@ class Recovery:
             try:
                 unit()
             except RankLost as lost:
+                if lost.why:  # final: what was lost no shrink brings back (see mpinn.train.rank_loss)
+                    raise
                 self._recover(lost)
             else:
                 self.unit += 1
