@@ -33,12 +33,16 @@ def test_strategies_read_as_their_parts():
     assert type(zero2.reducer.carrier) is ReduceScatter and zero2.reducer.scatters
 
 
-def test_deterministic_micro_batches_follow_the_group_size_and_cannot_be_chosen():
+def test_deterministic_micro_batches_follow_the_group_size_and_must_agree_with_it():
     from mpinn.errors import ConfigError
     from mpinn.layout import GridShape
     from mpinn.parallel import ModelParallel
 
-    ModelParallel(Communicator.local(), GridShape(), deterministic=True, group_size=4)
-    with pytest.raises(ConfigError, match="micro_batches 2 cannot be chosen in deterministic mode: "
-                                          "each micro-batch is one group of group_size 4"):
-        ModelParallel(Communicator.local(), GridShape(), micro_batches=2, deterministic=True, group_size=4)
+    ModelParallel(Communicator.local(), GridShape(), deterministic=True, group_size=4).check_batch(12)
+    agreeing = ModelParallel(Communicator.local(), GridShape(), micro_batches=2, deterministic=True, group_size=4)
+    agreeing.check_batch(8)  # 2 groups of 4: 2 micro-batches
+    with pytest.raises(ConfigError, match=r"option micro_batches 2 disagrees with option deterministic: each "
+                                          r"micro-batch is one group of option group_size 4 samples, so a "
+                                          r"global batch of 12 gives 3 per data replica \(1 of them\); leave "
+                                          r"option micro_batches unset or set it to 3"):
+        agreeing.check_batch(12)
