@@ -16,7 +16,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402,F401  (native BLAS kernel, one thread per rank)
 
 import numpy as np  # noqa: E402
-from mpi4py import MPI  # noqa: E402
 
 from mpinn.layout import GridShape, one_f_one_b, gpipe, peak_in_flight, simulate  # noqa: E402
 from mpinn.keras import Sequential  # noqa: E402
@@ -50,7 +49,7 @@ def timed_step(strategy, model, x, y, comm: Communicator) -> tuple[float, float]
     strategy.train_step(model, x, y, np.arange(len(x)))
     mine = time.perf_counter() - start
     busy = getattr(getattr(strategy, "runner", None), "compute_seconds", 0.0) - busy
-    return comm.allreduce_obj(mine, op=MPI.MAX), busy
+    return comm.allreduce_obj(mine, "max"), busy
 
 
 def median_step(strategy, model, x, y, comm, steps: int) -> tuple[float, float, list[float]]:
