@@ -111,3 +111,37 @@ def test_an_exception_on_one_rank_still_aborts_the_job(tmp_path):
     (tmp_path / "boom.py").write_text(RAISE_ON_RANK_1)
     with pytest.raises(AssertionError, match="boom on rank 1"):
         job(tmp_path, "", ranks=2, command=("boom.py",))
+
+
+# Rank 2 dies; rank 1 sees it and shrinks at once; rank 0 is inside an object reduction that
+# rank 1 never joins. Revoking must reach rank 0 there: mpi4py's own object reduction ran on a
+# private duplicate of the communicator that Revoke does not touch, and rank 0 waited for ever.
+REDUCTION_INTERRUPTED = """
+import os, signal
+from mpinn.errors import RankLost
+from mpinn.parallel.comm import Communicator
+
+comm = Communicator.world()
+comm.tolerate_failures()
+comm.allreduce_obj(0.0, "max")  # as every step before the death does
+if comm.rank == 2:
+    os.kill(os.getpid(), signal.SIGKILL)
+if comm.rank == 1:
+    try:
+        comm.barrier()
+    except RankLost:
+        pass
+else:
+    try:
+        comm.allreduce_obj(1.0, "max")
+    except RankLost:
+        pass
+comm.shrink()
+print(f"rank {comm.rank} of {comm.size}: {comm.allreduce_obj(comm.rank + 1)}", flush=True)
+"""
+
+
+def test_a_rank_inside_an_object_reduction_is_freed_by_the_revoke_and_shrinks(tmp_path):
+    (tmp_path / "reduction.py").write_text(REDUCTION_INTERRUPTED)
+    run = job(tmp_path, "", ranks=3, command=("reduction.py",))
+    assert sorted(run.stdout.split("\n")[:2]) == ["rank 0 of 2: 3", "rank 1 of 2: 3"], run.stdout
