@@ -64,7 +64,8 @@ def recovery(args) -> dict:
             run = launch(4, *common, "--kill-step", args.kill_step, "--kill-rank", 2,
                          "--kill-file", kill_file)
             killed_at = float(kill_file.read_text())
-        after = [t for _, t in run["times"] if t > killed_at]
+        # the steps after the victim's last: rank 0 can end that same step just after the kill
+        after = [t for step, t in run["times"] if step > args.kill_step]
         trials.append({"recovery_s": after[0] - killed_at,
                        "step_s_after": statistics.median(b - a for a, b in zip(after, after[1:])),
                        "ranks_at_end": run["ranks_at_end"],
