@@ -45,3 +45,31 @@ def test_results_go_where_asked_with_the_machine_described(tmp_path):
     assert machine["blas"]["threads"] == 1 and machine["blas"]["kernel"]
     assert machine["versions"]["numpy"] and machine["versions"]["mpinn"]
     assert machine["mpi"] and len(machine["load_average_at_start"]) == 3
+
+
+def run_worker(script: str, *args: str, ranks: int = 2) -> dict:
+    """A benchmark worker on a tiny problem under mpiexec: its one JSON line from rank 0."""
+    command = [str(Path(sys.executable).parent / "mpiexec"), "-n", str(ranks), sys.executable,
+               str(BENCH / script), *args]
+    if "Open MPI" in subprocess.run(command[:1] + ["--version"], capture_output=True, text=True).stdout:
+        command[1:1] = ["--allow-run-as-root", "--oversubscribe"]
+    out = subprocess.run(command, capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "OPENBLAS_NUM_THREADS": "1"})
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_the_model_parallel_worker_measures_every_table_on_a_tiny_model():
+    result = run_worker("model_parallel_worker.py", "--steps", "1", "--batch", "64",
+                        "--memory-batch", "64", "--width", "16", "--layers", "2")
+    assert {"parameter_bytes", "activation_memory", "bubble", "step_time"} <= result.keys()
+    assert all(row["step_s"] > 0 for row in result["step_time"]), result["step_time"]
+
+
+def test_the_sharded_async_worker_measures_memory_and_training():
+    memory = run_worker("sharded_async_worker.py", "memory", "--strategy", "zero", "--steps", "2")
+    whole_state = 2 * 4 * memory["params"]  # Adam's two float32 moments
+    assert [rank["optimizer_state"] for rank in memory["per_rank"]] == [whole_state // 2] * 2, memory
+    assert memory["step_s"] > 0, memory
+    training = run_worker("sharded_async_worker.py", "train", "--epochs", "1")
+    assert training["final_accuracy"] > 0.5, training
