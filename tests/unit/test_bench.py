@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from launch import mpiexec
+
 BENCH = Path(__file__).resolve().parents[2] / "bench"
 PROBE = f"""
 import json, os, sys
@@ -49,12 +51,7 @@ def test_results_go_where_asked_with_the_machine_described(tmp_path):
 
 def run_worker(script: str, *args: str, ranks: int = 2) -> dict:
     """A benchmark worker on a tiny problem under mpiexec: its one JSON line from rank 0."""
-    command = [str(Path(sys.executable).parent / "mpiexec"), "-n", str(ranks), sys.executable,
-               str(BENCH / script), *args]
-    if "Open MPI" in subprocess.run(command[:1] + ["--version"], capture_output=True, text=True).stdout:
-        command[1:1] = ["--allow-run-as-root", "--oversubscribe"]
-    out = subprocess.run(command, capture_output=True, text=True, timeout=120,
-                         env={**os.environ, "OPENBLAS_NUM_THREADS": "1"})
+    out = mpiexec(ranks, sys.executable, BENCH / script, *args)
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout.strip().splitlines()[-1])
 
