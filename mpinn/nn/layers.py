@@ -8,6 +8,7 @@ only when no other layer still needs that array), which saves an allocation per 
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -20,6 +21,18 @@ def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np.nd
     """Every Dense product goes through here, so a benchmark can time the products of a step
     apart from the rest (bench/single_process.py)."""
     return np.matmul(a, b, out=out)
+
+
+def matmul_by_rows(a: np.ndarray, b: np.ndarray, calls: list[slice] | None) -> np.ndarray:
+    """``a @ b`` in one product call per row slice of ``calls`` (which cover ``a``'s rows), so
+    each row's bits are those of its own slice's call whatever else shares the batch; in one
+    call for all rows when ``calls`` is None."""
+    if calls is None:
+        return matmul(a, b)
+    out = np.empty((len(a), b.shape[1]), np.result_type(a, b))
+    for rows in calls:
+        matmul(a[rows], b, out=out[rows])
+    return out
 
 
 class Layer:
@@ -56,17 +69,35 @@ class Layer:
     def forward(self, x: np.ndarray, training: bool = True, inplace: bool = False) -> np.ndarray:
         return x
 
+    def forward_by_calls(self, x: np.ndarray, calls: list[slice], training: bool = True,
+                         inplace: bool = False) -> np.ndarray:
+        """``forward`` with every product over rows in one call per row slice of ``calls``
+        (see ``matmul_by_rows``). A layer without such products computes each row on its own
+        already: the same as ``forward``."""
+        return self.forward(x, training=training, inplace=inplace)
+
     def backward(self, dout: np.ndarray, need_input_grad: bool = True,
                  inplace: bool = False) -> np.ndarray | None:
         return dout
 
-    def input_grad(self, dout: np.ndarray, inplace: bool = False) -> np.ndarray:
-        """d loss / d input of the last forward, leaving the parameter gradients alone."""
+    def input_grad(self, dout: np.ndarray, inplace: bool = False,
+                   calls: list[slice] | None = None) -> np.ndarray:
+        """d loss / d input of the last forward, leaving the parameter gradients alone; products
+        over rows in one call per slice of ``calls`` (as ``forward_by_calls``)."""
         return self.backward(dout, need_input_grad=True, inplace=inplace)
 
     def param_grads(self, dout: np.ndarray, rows: slice) -> None:
         """Write (not add) into the gradient views the parameter gradients that rows ``rows``
-        of the last forward give on their own (deterministic mode sums them per group)."""
+        of the last forward give on their own."""
+
+    def param_grad_pieces(self, dout: np.ndarray, rows: list[slice],
+                          scratch: np.ndarray) -> Iterator[tuple[int, int, np.ndarray]]:
+        """The parameter gradients that each ``rows[k]`` of the last forward gives on its own,
+        piece by piece, each piece computed into ``scratch`` (1-D, at least as long as the
+        widest parameter's last dimension) and overwritten by the next: yields (offset into
+        the layer's flat parameters, k, values), pieces in increasing offset, every k of a
+        piece before the next piece. A piece's bits depend only on its rows and the sizes."""
+        return iter(())
 
     def get_config(self) -> dict[str, Any]:
         return {"type": type(self).__name__}
@@ -126,8 +157,12 @@ class Dense(Layer):
         return clone
 
     def forward(self, x: np.ndarray, training: bool = True, inplace: bool = False) -> np.ndarray:
+        return self.forward_by_calls(x, None, training, inplace)
+
+    def forward_by_calls(self, x: np.ndarray, calls: list[slice] | None, training: bool = True,
+                         inplace: bool = False) -> np.ndarray:
         self._x = x
-        y = matmul(x, self.W)
+        y = matmul_by_rows(x, self.W, calls)
         if self.b is not None:
             y += self.b
         return y
@@ -143,14 +178,29 @@ class Dense(Layer):
         self._grads_zero = False
         return self.input_grad(dout) if need_input_grad else None
 
-    def input_grad(self, dout: np.ndarray, inplace: bool = False) -> np.ndarray:
-        return matmul(dout, self.W.T)
+    def input_grad(self, dout: np.ndarray, inplace: bool = False,
+                   calls: list[slice] | None = None) -> np.ndarray:
+        return matmul_by_rows(dout, self.W.T, calls)
 
     def param_grads(self, dout: np.ndarray, rows: slice) -> None:
         matmul(self._x[rows].T, dout[rows], out=self.dW)
         if self.db is not None:
             np.add.reduce(dout[rows], axis=0, out=self.db)
         self._grads_zero = False
+
+    def param_grad_pieces(self, dout: np.ndarray, rows: list[slice],
+                          scratch: np.ndarray) -> Iterator[tuple[int, int, np.ndarray]]:
+        """Pieces of whole rows of W (as many as fit ``scratch``), then b: the pieces stay in
+        the cache while they are taken, where a whole dW would go out to memory and back."""
+        height = max(1, len(scratch) // self.units)  # rows of W a piece
+        for top in range(0, self.input_dim, height):
+            piece = scratch[:min(height, self.input_dim - top) * self.units].reshape(-1, self.units)
+            for k, part in enumerate(rows):
+                matmul(self._x[part, top:top + len(piece)].T, dout[part], out=piece)
+                yield top * self.units, k, piece.reshape(-1)
+        if self.db is not None:
+            for k, part in enumerate(rows):
+                yield self.W.size, k, np.add.reduce(dout[part], axis=0, out=scratch[:self.units])
 
     def get_config(self) -> dict[str, Any]:
         return {"type": "Dense", "units": self.units, "input_dim": self.input_dim,

@@ -13,7 +13,7 @@ import json
 import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -38,6 +38,16 @@ class Head:
     stop: int
     loss: Loss
     threshold: float
+
+
+class PieceTaker(Protocol):
+    """Where ``Sequential.backward_by_rows`` hands the pieces of the gradient."""
+
+    scratch: np.ndarray  # 1-D, the model's dtype: each piece is computed here
+
+    def take(self, offset: int, k: int, values: np.ndarray) -> None: ...
+
+    def layer_done(self, offset: int) -> None: ...
 
 
 class _FrontOnly:
@@ -181,8 +191,13 @@ class Sequential:
             layer.mark_grads_zero()
 
     # ---- math ------------------------------------------------------------------------
-    def forward(self, x: np.ndarray, training: bool = True, stop: int | None = None) -> np.ndarray:
-        """Output of ``layers[:stop]`` (all layers by default) for a batch ``x`` (n, features)."""
+    def forward(self, x: np.ndarray, training: bool = True, stop: int | None = None,
+                calls: list[slice] | None = None) -> np.ndarray:
+        """Output of ``layers[:stop]`` (all layers by default) for a batch ``x`` (n, features).
+
+        ``calls``: row slices covering ``x``; every product over rows runs in one call per
+        slice, so a row's bits do not depend on the rows outside its slice whatever the BLAS
+        (deterministic mode; see ``Layer.forward_by_calls``)."""
         x = np.asarray(x)
         self.build(x.shape[1] if x.ndim == 2 else None)
         if x.ndim != 2 or x.shape[1] != self.input_dim:
@@ -191,7 +206,8 @@ class Sequential:
         h, owner = x.astype(self.dtype, copy=False), None
         for layer in self.layers[:self._stop]:
             inplace = owner is not None and not owner.caches_output
-            out = layer.forward(h, training=training, inplace=inplace)
+            out = (layer.forward(h, training=training, inplace=inplace) if calls is None
+                   else layer.forward_by_calls(h, calls, training=training, inplace=inplace))
             if out is not h or inplace:
                 owner = layer
             h = out
@@ -216,23 +232,27 @@ class Sequential:
                 on_grads_ready(self.layer_offsets[i])
         return d
 
-    def backward_by_rows(self, dout: np.ndarray, rows: list[slice],
-                         on_layer_grads: Callable[[int, int], None]) -> None:
+    def backward_by_rows(self, dout: np.ndarray, rows: list[slice], taker: "PieceTaker",
+                         calls: list[slice] | None = None) -> None:
         """Back-propagate ``dout`` like ``backward(dout, need_input_grad=False)``, but with each
-        parameter layer's gradient cut by rows: for each ``rows[k]`` the layer's gradient from
-        those rows alone is written over its part of ``grads`` (``layer_offsets[i]`` on), then
-        ``on_layer_grads(i, k)`` must take it before the next part overwrites it. Input
-        gradients still run on all rows at once. Deterministic mode sums the parts exactly."""
+        parameter layer's gradient cut by rows and into pieces (``Layer.param_grad_pieces``):
+        for each piece, for each ``rows[k]``, the gradient of those rows alone there goes to
+        ``taker.take(offset, k, values)`` (``offset`` into ``grads``, ``values`` in
+        ``taker.scratch``, overwritten by the next piece), then ``taker.layer_done(offset)``
+        once a layer's pieces are all taken. ``grads`` is left alone. Input gradients run on
+        all rows, one product call per slice of ``calls`` (as ``forward``). Deterministic mode
+        sums the pieces exactly."""
         d = dout
         first_param = self.param_layers[0] if self.param_layers else len(self.layers)
         for i in range(self._stop - 1, first_param - 1, -1):
             layer = self.layers[i]
             if i in self.param_layers:
-                for k, part in enumerate(rows):
-                    layer.param_grads(d, part)
-                    on_layer_grads(i, k)
+                start = self.layer_offsets[i]
+                for offset, k, values in layer.param_grad_pieces(d, rows, taker.scratch):
+                    taker.take(start + offset, k, values)
+                taker.layer_done(start)
             if i > first_param:
-                d = layer.input_grad(d, inplace=d is not dout)
+                d = layer.input_grad(d, inplace=d is not dout, calls=calls)
 
     @property
     def num_params(self) -> int:

@@ -14,6 +14,7 @@ from collections.abc import Callable
 import numpy as np
 
 from mpinn.nn.metrics import count_correct
+from mpinn.nn.sequential import PieceTaker
 
 
 def head_tally(head, out: np.ndarray, target: np.ndarray) -> np.ndarray:
@@ -49,19 +50,24 @@ def accumulate_gradients(net, head, xb: np.ndarray, yb: np.ndarray, n_global: in
 
 
 def group_gradients(net, head, xb: np.ndarray, yb: np.ndarray, n_global: int,
-                    groups: list[tuple[int, int]],
-                    on_group_grads: Callable[[int, int], None]) -> list[np.ndarray]:
-    """Deterministic mode's local work: forward and input gradients on all of ``xb`` at once,
-    the loss and each parameter layer's gradient per group [lo, hi) of its rows (weighted
-    group / n_global as above): ``on_group_grads(layer, k)`` takes group k's part of
-    ``net.grads`` (see ``Sequential.backward_by_rows``). Returns the groups' tallies."""
-    out = net.forward(xb, training=True, stop=head.stop)
+                    groups: list[tuple[int, int]], taker: PieceTaker,
+                    calls: list[slice] | None = None, scale: float = 1.0) -> list[np.ndarray]:
+    """Deterministic mode's local work: forward and input gradients on all of ``xb`` (each
+    product in one call per slice of ``calls``, one call for all rows by default), the loss
+    and each parameter layer's gradient per group [lo, hi) of its rows (weighted group /
+    n_global as above, times ``scale``), handed to ``taker`` piece by piece (see
+    ``Sequential.backward_by_rows``). Returns the groups' tallies.
+
+    ``scale``, a power of two, multiplies every gradient exactly (binary floating point rounds
+    the same at any power-of-two scale, short of overflow and subnormals): a fixed-point grid
+    gets its pieces on its own scale with no multiplication of its own."""
+    out = net.forward(xb, training=True, stop=head.stop, calls=calls)
     dout = np.empty_like(out)
     tallies = []
     for lo, hi in groups:
         tallies.append(head_tally(head, out[lo:hi], yb[lo:hi]))
-        np.multiply(head.loss.backward(), (hi - lo) / n_global, out=dout[lo:hi])
-    net.backward_by_rows(dout, [slice(lo, hi) for lo, hi in groups], on_group_grads)
+        np.multiply(head.loss.backward(), (hi - lo) / n_global * scale, out=dout[lo:hi])
+    net.backward_by_rows(dout, [slice(lo, hi) for lo, hi in groups], taker, calls)
     return tallies
 
 
@@ -72,7 +78,8 @@ def rows_independent_of_call(net, groups: list[tuple[int, int]]) -> bool:
     The BLAS picks its kernel and blocking from a product's shape, so a row's bits can depend
     on how many rows share the call (OpenBLAS's Haswell kernel: 512 rows differ from 128;
     SkylakeX: fewer than 128 rows of a 10-wide product differ). Checked on random rows of
-    the real shapes; where it fails, deterministic mode runs each group on its own."""
+    the real shapes; where it fails, deterministic mode runs each product in one call per
+    group (``calls`` of ``group_gradients``)."""
     rng = np.random.default_rng(0)
     n = groups[-1][1] if groups else 0
     for layer in (net.layers[i] for i in net.param_layers):

@@ -15,10 +15,15 @@ bits for growth below the point where the sum of every group could overflow; a s
 gradients outgrow it is recomputed with a coarser grid. Losses are put on a grid too, so
 logged metrics match across rank counts as well.
 
-What costs time is kept per group only where the arithmetic needs it: forward and input
-gradients run on all of a rank's rows at once when the BLAS gives each row the same bits
-as a call per group would (checked once per cut, see ``rows_independent_of_call``), and
-only the weight-gradient products and their grid sums are cut by group.
+What costs time is kept per group only where the arithmetic needs it. Forward and input
+gradients run on all of a rank's rows, in one BLAS call when it gives each row the same bits
+as a call per group would (checked once per cut, see ``rows_independent_of_call``), else in
+one call per group. The weight gradients are computed per group in pieces of whole rows of W
+that fit the cache (``Layer.param_grad_pieces``): every group's piece in turn goes straight
+onto the grid and into the same slice of the sums, so neither a group's whole gradient nor
+the sums go out to memory and back once per group. The loss gradient is multiplied by the
+grid's 2**s (exact: a power of two), so the pieces arrive on the grid's scale and only need
+the truncating cast.
 """
 
 from __future__ import annotations
@@ -34,7 +39,7 @@ from mpinn.nn.step import evaluate_rows, group_gradients, rows_independent_of_ca
 
 GRID_INTEGERS = {np.dtype(np.float32): np.int32, np.dtype(np.float64): np.int64}
 LOSS_GRID = 2.0 ** -20  # per-group loss sums are rounded to this grid (exact sums in float64)
-CHUNK = 1 << 17  # elements put on the grid at a time: 1.5 MB of pieces, within a core's L2 cache
+CHUNK = 1 << 17  # elements a piece: with its terms and its slice of the sums, 1.5 MB in cache
 
 
 
@@ -66,7 +71,10 @@ class ExactGradients:
         integer = GRID_INTEGERS[net.grads.dtype]
         self.bits = np.iinfo(integer).bits - 1  # magnitudes below 2**bits fit
         self.sums = np.zeros(net.grads.size, integer)
-        self._term = np.empty(min(CHUNK, self.sums.size), integer)
+        widest = max((shape[-1] for i in net.param_layers
+                      for shape in net.layers[i].param_shapes().values()), default=1)
+        self.scratch = np.empty(max(min(CHUNK, self.sums.size), widest), net.grads.dtype)
+        self._term = np.empty(self.scratch.size, integer)
         self._grads = net.grads
         starts = [net.layer_offsets[i] for i in net.param_layers] + [net.grads.size]
         self._spans = dict(zip(net.param_layers, zip(starts, starts[1:])))
@@ -90,10 +98,11 @@ class ExactGradients:
     def summed(self, compute, n_groups: int, n_local: int, reducer=None,
                agree: Communicator | None = None) -> np.ndarray:
         """``compute()`` puts this rank's ``n_local`` groups (of the step's ``n_groups``) on the
-        grid, each group's gradient through ``take`` (group by group, in any order), and returns
-        their tally; it is run again on a coarser grid while the gradients outgrow the grid, as
-        agreed over ``agree`` (``comm`` by default; every rank that runs the step). Returns the
-        tally. ``reducer``: as in ``accumulate``."""
+        grid, each group's gradient through ``take`` (piece by piece, group 0 of a piece first)
+        or ``take_whole`` (group by group), and returns their tally; it is run again on a
+        coarser grid while the gradients outgrow the grid, as agreed over ``agree`` (``comm``
+        by default; every rank that runs the step). Returns the tally. ``reducer``: as in
+        ``accumulate``."""
         self._reducer = reducer
         while True:
             if self.exponent is None:
@@ -122,7 +131,8 @@ class ExactGradients:
         return max(-100, min(100, self.bits - self.headroom - top))
 
     def _start_grid(self, n_groups: int, n_local: int) -> None:
-        self._scale = self._grads.dtype.type(math.ldexp(1.0, self.exponent))
+        self.scale = math.ldexp(1.0, self.exponent)
+        self._scale = self._grads.dtype.type(self.scale)
         self._limit = 2.0 ** self.bits / n_groups  # each term below it: no sum can overflow
         self._largest, self._finite = 0.0, True
         self._last, self._taken = n_local - 1, 0
@@ -138,14 +148,10 @@ class ExactGradients:
         """Every group of ``groups`` on the grid, summed into ``sums``; their tally."""
         first = groups[0][0]
         rows = batch[first:groups[-1][1]]
-        xb, yb = x[rows], y[rows]
         local = [(lo - first, hi - first) for lo, hi in groups]
-        if self._rows_independent(net, local):
-            tallies = group_gradients(net, head, xb, yb, len(batch), local, self._take)
-        else:  # each group on its own: the same bits as above, with smaller products
-            tallies = [group_gradients(net, head, xb[lo:hi], yb[lo:hi], len(batch),
-                                       [(0, hi - lo)], lambda layer, _, k=k: self._take(layer, k))[0]
-                       for k, (lo, hi) in enumerate(local)]
+        calls = None if self._rows_independent(net, local) else [slice(lo, hi) for lo, hi in local]
+        tallies = group_gradients(net, head, x[rows], y[rows], len(batch), local, self, calls,
+                                  self.scale)
         return np.sum([on_loss_grid(t) for t in tallies], axis=0)
 
     def _rows_independent(self, net, local: list[tuple[int, int]]) -> bool:
@@ -154,32 +160,42 @@ class ExactGradients:
             self._rowwise[key] = rows_independent_of_call(net, local)
         return self._rowwise[key]
 
-    def take(self) -> None:
-        """The next group's gradient of every layer (the whole of the model's grads) onto the
-        grid, into ``sums``; the first group taken in a step writes, the others add."""
+    def take_whole(self) -> None:
+        """The next group's gradient of every layer (the whole of the model's grads, scaled
+        here in place: the caller clears them next) onto the grid, into ``sums``; the first
+        group taken in a step writes, the others add."""
         for layer in sorted(self._spans, reverse=True):
-            self._take(layer, self._taken)
+            start, stop = self._spans[layer]
+            for lo in range(start, stop, CHUNK):
+                part = self._grads[lo:min(lo + CHUNK, stop)]
+                self.take(lo, self._taken, np.multiply(part, self._scale, out=part))
+            if self._taken == self._last:
+                self.layer_done(start)
         self._taken += 1
 
-    def _take(self, layer: int, k: int) -> None:
-        """Group k's gradient of one layer (in the model's grads) onto the grid, into ``sums``."""
-        start, stop = self._spans[layer]
-        for lo in range(start, stop, CHUNK):
-            hi = min(lo + CHUNK, stop)
-            part, sums = self._grads[lo:hi], self.sums[lo:hi]
-            top = max(float(part.max()), -float(part.min()))
-            if not math.isfinite(top):
-                self._finite = False  # the step fails on every rank after the reductions
-                break
-            self._largest = max(self._largest, top)
-            if math.ldexp(top, self.exponent) >= self._limit:
-                continue  # this step is recomputed on a coarser grid: no overflowing cast
-            term = sums if k == 0 else self._term[:hi - lo]
-            np.multiply(part, self._scale, out=term, casting="unsafe")  # the cast truncates
-            if k:
-                np.add(sums, term, out=sums)
-        if k == self._last and self._reducer is not None:
-            self._reducer.ready(start)
+    def take(self, offset: int, k: int, values: np.ndarray) -> None:
+        """Group k's gradient at ``offset``, times ``2**exponent`` already (``scale``: the
+        loss gradient was multiplied by it, exactly), onto the grid: truncated into ``sums``,
+        group 0 writing, the others adding (see ``Sequential.backward_by_rows``)."""
+        top = max(float(values.max()), -float(values.min()))
+        if not math.isfinite(top):
+            self._finite = False  # the step fails on every rank after the reductions
+            return
+        self._largest = max(self._largest, math.ldexp(top, -self.exponent))
+        if top >= self._limit:
+            return  # this step is recomputed on a coarser grid: no overflowing cast
+        sums = self.sums[offset:offset + values.size]
+        if k == 0:
+            np.copyto(sums, values, casting="unsafe")  # the cast truncates
+        else:
+            term = self._term[:values.size]
+            np.copyto(term, values, casting="unsafe")
+            np.add(sums, term, out=sums)
+
+    def layer_done(self, offset: int) -> None:
+        """``sums[offset:]`` is final: its reduction may start."""
+        if self._reducer is not None:
+            self._reducer.ready(offset)
 
     def to_gradients(self, sums: np.ndarray, out: np.ndarray) -> np.ndarray:
         """Reduced grid sums back to gradients in ``out`` (the model's dtype): one rounding.
@@ -187,10 +203,8 @@ class ExactGradients:
         if self.used_exponent is None:
             out.fill(np.nan)
             return out
-        scale = out.dtype.type(math.ldexp(1.0, -self.used_exponent))
-        # integers round to out's dtype once; times 2**-s is exact (float32 loop: fast)
-        np.multiply(sums, scale, out=out, dtype=out.dtype, casting="unsafe")
-        return out
+        np.copyto(out, sums, casting="unsafe")  # integers round to out's dtype once
+        return np.multiply(out, out.dtype.type(math.ldexp(1.0, -self.used_exponent)), out=out)  # exact
 
 
 class ExactSums(Reducer):
@@ -227,7 +241,7 @@ class ExactSums(Reducer):
         """The groups' gradients go on the grid one by one, after each backward; a step whose
         gradients outgrow the grid runs again on every rank of ``agree``."""
         def after_backward() -> None:
-            self.exact.take()
+            self.exact.take_whole()
             net.zero_grad()
         net.zero_grad()
         self.carrier.begin()

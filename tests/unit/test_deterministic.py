@@ -79,23 +79,76 @@ def rowwise_matmul(a, b, out=None):
     return out
 
 
-def test_backward_by_rows_gives_each_part_the_gradient_of_its_rows_alone():
+def call_dependent_matmul(a, b, out=None):
+    """A product whose every row changes with the number of rows sharing the call."""
+    rows = rowwise_matmul(a, b) + len(a) * 1e-3
+    if out is None:
+        return rows
+    out[...] = rows
+    return out
+
+
+class Assembler:
+    """Takes the pieces of ``backward_by_rows`` into one gradient per part."""
+
+    def __init__(self, size, parts, scratch_size):
+        self.scratch = np.empty(scratch_size)
+        self.grads, self.done, self.seen = np.zeros((parts, size)), [], []
+
+    def take(self, offset, k, values):
+        assert np.shares_memory(values, self.scratch)
+        self.grads[k, offset:offset + values.size] = values
+        self.seen.append((offset, k))
+
+    def layer_done(self, offset):
+        self.done.append(offset)
+
+
+def test_backward_by_rows_gives_each_part_the_gradient_of_its_rows_alone_in_pieces():
     model, x, y = small_model(np.float64), *make_classification(n_samples=10, n_features=6, n_classes=3, seed=1)
-    parts, seen = [slice(0, 4), slice(4, 10)], {}
+    parts = [slice(0, 4), slice(4, 10)]
     out = model.net.forward(x, stop=model.head.stop)
     model.head.loss.forward(out, y)
-    model.net.backward_by_rows(model.head.loss.backward(), parts,
-                           lambda layer, k: seen.setdefault((layer, k), model.grads.copy()))
+    model.net.zero_grad()
+    taker = Assembler(model.grads.size, len(parts), scratch_size=20)  # layers wider: several pieces
+    model.net.backward_by_rows(model.head.loss.backward(), parts, taker)
+    assert not model.grads.any()  # the pieces went to the taker only
+    offsets = [model.net.layer_offsets[i] for i in model.net.param_layers]
+    assert taker.done == offsets[::-1]
+    assert [k for _, k in taker.seen] == [0, 1] * (len(taker.seen) // 2)  # every part of a piece in turn
     for k, rows in enumerate(parts):
         alone = small_model(np.float64)
         alone.net.zero_grad()
         out = alone.net.forward(x[rows], stop=alone.head.stop)
         alone.head.loss.forward(out, y[rows])
         alone.net.backward(alone.head.loss.backward() * (rows.stop - rows.start) / len(x), need_input_grad=False)
-        for layer in model.net.param_layers:
-            lo = model.net.layer_offsets[layer]
-            hi = lo + sum(s.size for s in (model.net.layers[layer].W, model.net.layers[layer].b))
-            np.testing.assert_allclose(seen[layer, k][lo:hi], alone.grads[lo:hi], rtol=1e-12, atol=1e-15)
+        np.testing.assert_allclose(taker.grads[k], alone.grads, rtol=1e-12, atol=1e-15)
+
+
+def test_sums_are_the_same_bits_on_any_split_where_a_products_rows_depend_on_its_call(monkeypatch):
+    """Each product runs in one call per group, so a rank's share of the groups does not change
+    any group's bits: the grid sums of two ranks' spans add up to one rank's."""
+    monkeypatch.setattr(layers, "matmul", call_dependent_matmul)
+    x, y = make_classification(n_samples=23, n_features=6, n_classes=3, seed=2)
+
+    def sums(spans):
+        model = small_model()
+        model.net.build(6)
+        exact = ExactGradients(Communicator.local(), group_size=5)
+        exact.setup(model.net)
+        total = np.zeros(model.grads.size, np.int64)
+        for span in spans:
+            exact.exponent = 20
+            exact.accumulate(model.net, model.head, x, y, np.arange(23), span=span)
+            assert exact.used_exponent == 20
+            total += exact.sums
+        return total
+
+    one_rank = sums([(0, 23)])
+    assert np.array_equal(sums([(0, 10), (10, 23)]), one_rank)
+    # one call for all of a rank's rows (what the check allows where rows do not depend on it):
+    monkeypatch.setattr(exact_module, "rows_independent_of_call", lambda model, groups: True)
+    assert not np.array_equal(sums([(0, 10), (10, 23)]), sums([(0, 23)]))
 
 
 def test_rows_independent_of_call_sees_a_product_whose_rows_depend_on_the_call(monkeypatch):
@@ -108,8 +161,8 @@ def test_rows_independent_of_call_sees_a_product_whose_rows_depend_on_the_call(m
     assert not rows_independent_of_call(model.net, groups)
 
 
-def test_whole_batch_and_group_by_group_paths_give_the_same_bits(monkeypatch):
-    """Where rows do not depend on the call, both paths are the same arithmetic: equal sums."""
+def test_one_call_and_a_call_per_group_give_the_same_bits_where_rows_do_not_depend_on_the_call(monkeypatch):
+    """Where rows do not depend on the call, both ways are the same arithmetic: equal sums."""
     monkeypatch.setattr(layers, "matmul", rowwise_matmul)
     x, y = make_classification(n_samples=23, n_features=6, n_classes=3, seed=2)
     sums = []
