@@ -54,7 +54,8 @@ def group_gradients(net, head, xb: np.ndarray, yb: np.ndarray, n_global: int,
                     calls: list[slice] | None = None, scale: float = 1.0) -> list[np.ndarray]:
     """Deterministic mode's local work: forward and input gradients on all of ``xb`` (each
     product in one call per slice of ``calls``, one call for all rows by default), the loss
-    and each parameter layer's gradient per group [lo, hi) of its rows (weighted group /
+    and each parameter layer's gradient per group [lo, hi) of its rows (other rows are
+    padding: they pass forward but take no part in the loss or the gradients; weighted group /
     n_global as above, times ``scale``), handed to ``taker`` piece by piece (see
     ``Sequential.backward_by_rows``). Returns the groups' tallies.
 
@@ -62,7 +63,7 @@ def group_gradients(net, head, xb: np.ndarray, yb: np.ndarray, n_global: int,
     the same at any power-of-two scale, short of overflow and subnormals): a fixed-point grid
     gets its pieces on its own scale with no multiplication of its own."""
     out = net.forward(xb, training=True, stop=head.stop, calls=calls)
-    dout = np.empty_like(out)
+    dout = np.zeros_like(out)  # rows outside every group (padding) carry no gradient
     tallies = []
     for lo, hi in groups:
         tallies.append(head_tally(head, out[lo:hi], yb[lo:hi]))
@@ -71,25 +72,41 @@ def group_gradients(net, head, xb: np.ndarray, yb: np.ndarray, n_global: int,
     return tallies
 
 
-def rows_independent_of_call(net, groups: list[tuple[int, int]]) -> bool:
+def rows_independent_of_call(net, slots: list[tuple[int, int]]) -> bool:
     """Whether every forward and input-gradient product of ``net`` gives each row the same
-    bits in one call over all the groups' rows as in one call per group.
+    bits in one call over all the slots' rows as in one call per slot [lo, hi).
 
     The BLAS picks its kernel and blocking from a product's shape, so a row's bits can depend
-    on how many rows share the call (OpenBLAS's Haswell kernel: 512 rows differ from 128;
-    SkylakeX: fewer than 128 rows of a 10-wide product differ). Checked on random rows of
-    the real shapes; where it fails, deterministic mode runs each product in one call per
-    group (``calls`` of ``group_gradients``)."""
+    on the call (OpenBLAS's Haswell kernel: on a row's position modulo 6 in it, and the last
+    rows of a call differ; SkylakeX: fewer than 128 rows of a 10-wide product differ).
+    Checked on random rows of the real shapes (a row's bits depend on where it lies, not on
+    the other rows' values); where it fails, deterministic mode runs each product in one call
+    per slot (``calls`` of ``group_gradients``)."""
     rng = np.random.default_rng(0)
-    n = groups[-1][1] if groups else 0
+    n = slots[-1][1] if slots else 0
     for layer in (net.layers[i] for i in net.param_layers):
         fan_in, fan_out = layer.param_shapes()["W"]
         for product, width in ((layer.forward, fan_in), (layer.input_grad, fan_out)):
             rows = rng.standard_normal((n, width)).astype(net.dtype)
             whole = product(rows)
-            if any(not np.array_equal(whole[lo:hi], product(rows[lo:hi])) for lo, hi in groups):
+            if any(not np.array_equal(whole[lo:hi], product(rows[lo:hi])) for lo, hi in slots):
                 return False
     return True
+
+
+def call_pitch(net, group_size: int) -> int:
+    """The rows of the slot in which a group's products are computed, its own rows first and
+    zero rows after: the fewest, from ``group_size`` to 1/16 more (even counts), at which
+    three slots in one call give each row the bits of a call per slot
+    (``rows_independent_of_call``); ``group_size`` if none does. A function of the shapes and
+    the BLAS alone, so the same at any rank count. OpenBLAS's Haswell kernel takes 132 for
+    groups of 128 (a multiple of 6); a kernel whose rows do not depend on the call takes the
+    group size."""
+    extra = [p for p in range(group_size + 1, group_size + group_size // 16 + 1) if p % 2 == 0]
+    for pitch in [group_size, *extra]:
+        if rows_independent_of_call(net, [(k * pitch, (k + 1) * pitch) for k in range(3)]):
+            return pitch
+    return group_size
 
 
 def evaluate_rows(net, head, x: np.ndarray, y: np.ndarray, lo: int, hi: int,

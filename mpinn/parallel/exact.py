@@ -35,7 +35,7 @@ import numpy as np
 from mpinn.parallel.comm import Communicator
 from mpinn.parallel.partitions import aligned_range
 from mpinn.parallel.reducers import Reducer
-from mpinn.nn.step import evaluate_rows, group_gradients, rows_independent_of_call
+from mpinn.nn.step import call_pitch, evaluate_rows, group_gradients, rows_independent_of_call
 
 GRID_INTEGERS = {np.dtype(np.float32): np.int32, np.dtype(np.float64): np.int64}
 LOSS_GRID = 2.0 ** -20  # per-group loss sums are rounded to this grid (exact sums in float64)
@@ -78,7 +78,8 @@ class ExactGradients:
         self._grads = net.grads
         starts = [net.layer_offsets[i] for i in net.param_layers] + [net.grads.size]
         self._spans = dict(zip(net.param_layers, zip(starts, starts[1:])))
-        self._rowwise: dict[tuple[int, ...], bool] = {}
+        self._rowwise: dict[int, bool] = {}  # whether one call serves n slots
+        self._pitch: int | None = None  # rows of a group's slot (see call_pitch)
 
     def accumulate(self, net, head, x: np.ndarray, y: np.ndarray, batch: np.ndarray,
                    reducer=None, span: tuple[int, int] | None = None) -> np.ndarray:
@@ -145,20 +146,27 @@ class ExactGradients:
         return np.zeros(3)
 
     def _grid_sums(self, net, head, x, y, batch, groups: list[tuple[int, int]]) -> np.ndarray:
-        """Every group of ``groups`` on the grid, summed into ``sums``; their tally."""
-        first = groups[0][0]
-        rows = batch[first:groups[-1][1]]
-        local = [(lo - first, hi - first) for lo, hi in groups]
-        calls = None if self._rows_independent(net, local) else [slice(lo, hi) for lo, hi in local]
-        tallies = group_gradients(net, head, x[rows], y[rows], len(batch), local, self, calls,
-                                  self.scale)
+        """Every group of ``groups`` on the grid, summed into ``sums``; their tally. Each
+        group's rows start a slot of ``pitch`` rows (see ``call_pitch``), zeros after them:
+        the products see every group as they would see it alone in a call of one slot."""
+        if self._pitch is None:
+            self._pitch = call_pitch(net, self.group_size)
+        starts = range(0, len(groups) * self._pitch, self._pitch)
+        slots = [(a, a + hi - lo) for a, (lo, hi) in zip(starts, groups)]
+        xb = np.zeros((len(groups) * self._pitch, x.shape[1]), net.dtype)
+        yb = np.zeros((len(xb), *y.shape[1:]), y.dtype)
+        for (lo, hi), (a, b) in zip(groups, slots):
+            xb[a:b], yb[a:b] = x[batch[lo:hi]], y[batch[lo:hi]]
+        calls = None if self._rows_independent(net, len(groups)) else [
+            slice(a, a + self._pitch) for a in starts]
+        tallies = group_gradients(net, head, xb, yb, len(batch), slots, self, calls, self.scale)
         return np.sum([on_loss_grid(t) for t in tallies], axis=0)
 
-    def _rows_independent(self, net, local: list[tuple[int, int]]) -> bool:
-        key = tuple(hi - lo for lo, hi in local)
-        if key not in self._rowwise:
-            self._rowwise[key] = rows_independent_of_call(net, local)
-        return self._rowwise[key]
+    def _rows_independent(self, net, n_slots: int) -> bool:
+        if n_slots not in self._rowwise:
+            self._rowwise[n_slots] = rows_independent_of_call(
+                net, [(k * self._pitch, (k + 1) * self._pitch) for k in range(n_slots)])
+        return self._rowwise[n_slots]
 
     def take_whole(self) -> None:
         """The next group's gradient of every layer (the whole of the model's grads, scaled

@@ -13,7 +13,7 @@ from mpinn.nn import Dense, layers
 from mpinn.optim import SGD, Adam
 from mpinn.parallel import Communicator, DataParallel
 from mpinn.parallel.exact import ExactGradients, group_bounds, on_loss_grid
-from mpinn.nn.step import accumulate_gradients, rows_independent_of_call
+from mpinn.nn.step import accumulate_gradients, call_pitch, rows_independent_of_call
 
 
 def test_groups_are_whole_and_the_same_cut_for_any_rank_count():
@@ -149,6 +149,50 @@ def test_sums_are_the_same_bits_on_any_split_where_a_products_rows_depend_on_its
     # one call for all of a rank's rows (what the check allows where rows do not depend on it):
     monkeypatch.setattr(exact_module, "rows_independent_of_call", lambda model, groups: True)
     assert not np.array_equal(sums([(0, 10), (10, 23)]), sums([(0, 23)]))
+
+
+def position_matmul(a, b, out=None):
+    """A product whose rows change with their position modulo 6 in the call (as OpenBLAS's
+    Haswell kernel's do)."""
+    rows = rowwise_matmul(a, b)
+    rows += (np.arange(len(a)) % 6)[:, None].astype(rows.dtype) * rows.dtype.type(1e-3)
+    if out is None:
+        return rows
+    out[...] = rows
+    return out
+
+
+def test_call_pitch_is_the_group_size_where_rows_do_not_depend_on_the_call_else_a_fitting_one(monkeypatch):
+    model = small_model()
+    model.net.build(6)
+    monkeypatch.setattr(layers, "matmul", rowwise_matmul)
+    assert call_pitch(model.net, 128) == 128
+    monkeypatch.setattr(layers, "matmul", position_matmul)
+    assert call_pitch(model.net, 128) == 132  # the first even count from 128 that 6 divides
+    assert call_pitch(model.net, 32) == 32  # 1/16 more (34) is not enough: a call per group
+    monkeypatch.setattr(layers, "matmul", call_dependent_matmul)
+    assert call_pitch(model.net, 128) == 128
+
+
+def test_groups_padded_to_the_pitch_share_one_call_and_keep_their_bits(monkeypatch):
+    """Groups of 64 in slots of 66 rows: one call for a rank's groups, the same bits whether
+    a group shares it with three others or one (the short last group padded alike)."""
+    monkeypatch.setattr(layers, "matmul", position_matmul)
+    x, y = make_classification(n_samples=202, n_features=6, n_classes=3, seed=6)
+    totals = []
+    for spans in ([(0, 202)], [(0, 128), (128, 202)]):
+        model = small_model()
+        model.net.build(6)
+        exact = ExactGradients(Communicator.local(), group_size=64)
+        exact.setup(model.net)
+        total = np.zeros(model.grads.size, np.int64)
+        for span in spans:
+            exact.exponent = 20
+            exact.accumulate(model.net, model.head, x, y, np.arange(202), span=span)
+            total += exact.sums
+        assert exact._pitch == 66 and all(exact._rowwise.values())
+        totals.append(total)
+    assert np.array_equal(*totals)
 
 
 def test_rows_independent_of_call_sees_a_product_whose_rows_depend_on_the_call(monkeypatch):
