@@ -15,15 +15,26 @@ bits for growth below the point where the sum of every group could overflow; a s
 gradients outgrow it is recomputed with a coarser grid. Losses are put on a grid too, so
 logged metrics match across rank counts as well.
 
-What costs time is kept per group only where the arithmetic needs it. Forward and input
-gradients run on all of a rank's rows, in one BLAS call when it gives each row the same bits
-as a call per group would (checked once per cut, see ``rows_independent_of_call``), else in
-one call per group. The weight gradients are computed per group in pieces of whole rows of W
-that fit the cache (``Layer.param_grad_pieces``): every group's piece in turn goes straight
+No term and no sum overflows: a piece of a group's gradient is cast only if its largest
+magnitude (its max and min, exact) times 2**s is below 2**bits / n_groups, so any sum of the
+step's n_groups terms stays below 2**bits; a piece above it is not cast, and the step is
+recomputed on a coarser grid. (The cast's invalid flag would only show a term past 2**bits,
+not past 2**bits / n_groups, so it cannot replace the max and min.) A non-finite piece
+makes the step's gradient NaN for the loop's guard.
+
+What costs time is kept per group only where the arithmetic needs it. Each group's rows
+start a slot of ``call_pitch`` rows (the group size, or up to 1/16 more of zero rows: the
+fewest at which the BLAS gives a row the same bits in a call over several slots as in a call
+of its slot alone), so forward and input gradients run on all of a rank's slots in one call
+per product (one call per slot where ``rows_independent_of_call`` finds otherwise for the
+rank's slot count). The weight gradients are computed per group in pieces of whole rows of
+W that fit the cache (``Layer.param_grad_pieces``): every group's piece in turn goes straight
 onto the grid and into the same slice of the sums, so neither a group's whole gradient nor
-the sums go out to memory and back once per group. The loss gradient is multiplied by the
-grid's 2**s (exact: a power of two), so the pieces arrive on the grid's scale and only need
-the truncating cast.
+the sums go out to memory and back once per group. The loss gradient is multiplied by 2**s,
+so the pieces arrive on the grid's scale and need only the truncating cast: binary floating
+point rounds alike at any power-of-two scale short of overflow and subnormals, and even
+there it is the same arithmetic on every rank count (s is agreed); an overflow to infinity
+fails the step like any non-finite gradient.
 """
 
 from __future__ import annotations
@@ -185,7 +196,7 @@ class ExactGradients:
         """Group k's gradient at ``offset``, times ``2**exponent`` already (``scale``: the
         loss gradient was multiplied by it, exactly), onto the grid: truncated into ``sums``,
         group 0 writing, the others adding (see ``Sequential.backward_by_rows``)."""
-        top = max(float(values.max()), -float(values.min()))
+        top = max(float(np.maximum.reduce(values)), -float(np.minimum.reduce(values)))
         if not math.isfinite(top):
             self._finite = False  # the step fails on every rank after the reductions
             return
