@@ -22,10 +22,10 @@ recomputed on a coarser grid. (The cast's invalid flag would only show a term pa
 not past 2**bits / n_groups, so it cannot replace the max and min.) A non-finite piece
 makes the step's gradient NaN for the loop's guard.
 
-What costs time is kept per group only where the arithmetic needs it. Each group's rows
-start a slot of ``call_pitch`` rows (the group size, or up to 1/16 more of zero rows: the
+What costs time is kept per group only where the arithmetic needs it. Each whole group's
+rows start a slot of ``call_pitch`` rows (the group size, or up to 1/16 more of zero rows: the
 fewest at which the BLAS gives a row the same bits in a call over several slots as in a call
-of its slot alone), so forward and input gradients run on all of a rank's slots in one call
+of its slot alone; a short last group has a slot of its own size), so forward and input gradients run on all of a rank's slots in one call
 per product (one call per slot where ``rows_independent_of_call`` finds otherwise for the
 rank's slot count). The weight gradients are computed per group in pieces of whole rows of
 W that fit the cache (``Layer.param_grad_pieces``): every group's piece in turn goes straight
@@ -39,6 +39,7 @@ fails the step like any non-finite gradient.
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -89,7 +90,7 @@ class ExactGradients:
         self._grads = net.grads
         starts = [net.layer_offsets[i] for i in net.param_layers] + [net.grads.size]
         self._spans = dict(zip(net.param_layers, zip(starts, starts[1:])))
-        self._rowwise: dict[int, bool] = {}  # whether one call serves n slots
+        self._rowwise: dict[tuple[int, ...], bool] = {}  # whether one call serves these slots
         self._pitch: int | None = None  # rows of a group's slot (see call_pitch)
 
     def accumulate(self, net, head, x: np.ndarray, y: np.ndarray, batch: np.ndarray,
@@ -157,27 +158,30 @@ class ExactGradients:
         return np.zeros(3)
 
     def _grid_sums(self, net, head, x, y, batch, groups: list[tuple[int, int]]) -> np.ndarray:
-        """Every group of ``groups`` on the grid, summed into ``sums``; their tally. Each
-        group's rows start a slot of ``pitch`` rows (see ``call_pitch``), zeros after them:
-        the products see every group as they would see it alone in a call of one slot."""
+        """Every group of ``groups`` on the grid, summed into ``sums``; their tally. Each whole
+        group's rows start a slot of ``call_pitch`` rows, zeros after them (a short last group
+        fills a slot of its own size): the products see every group as they would see it
+        alone in a call of its slot."""
         if self._pitch is None:
             self._pitch = call_pitch(net, self.group_size)
-        starts = range(0, len(groups) * self._pitch, self._pitch)
-        slots = [(a, a + hi - lo) for a, (lo, hi) in zip(starts, groups)]
-        xb = np.zeros((len(groups) * self._pitch, x.shape[1]), net.dtype)
-        yb = np.zeros((len(xb), *y.shape[1:]), y.dtype)
-        for (lo, hi), (a, b) in zip(groups, slots):
-            xb[a:b], yb[a:b] = x[batch[lo:hi]], y[batch[lo:hi]]
-        calls = None if self._rows_independent(net, len(groups)) else [
-            slice(a, a + self._pitch) for a in starts]
+        sizes = [hi - lo for lo, hi in groups]
+        starts = list(itertools.accumulate(
+            (self._pitch if n == self.group_size else n for n in sizes), initial=0))
+        xb = np.zeros((starts[-1], x.shape[1]), net.dtype)
+        yb = np.zeros((starts[-1], *y.shape[1:]), y.dtype)
+        for (lo, hi), a in zip(groups, starts):
+            xb[a:a + hi - lo], yb[a:a + hi - lo] = x[batch[lo:hi]], y[batch[lo:hi]]
+        whole = list(zip(starts, starts[1:]))
+        calls = None if self._rows_independent(net, whole) else [slice(a, b) for a, b in whole]
+        slots = [(a, a + n) for a, n in zip(starts, sizes)]
         tallies = group_gradients(net, head, xb, yb, len(batch), slots, self, calls, self.scale)
         return np.sum([on_loss_grid(t) for t in tallies], axis=0)
 
-    def _rows_independent(self, net, n_slots: int) -> bool:
-        if n_slots not in self._rowwise:
-            self._rowwise[n_slots] = rows_independent_of_call(
-                net, [(k * self._pitch, (k + 1) * self._pitch) for k in range(n_slots)])
-        return self._rowwise[n_slots]
+    def _rows_independent(self, net, slots: list[tuple[int, int]]) -> bool:
+        key = tuple(b - a for a, b in slots)
+        if key not in self._rowwise:
+            self._rowwise[key] = rows_independent_of_call(net, slots)
+        return self._rowwise[key]
 
     def take_whole(self) -> None:
         """The next group's gradient of every layer (the whole of the model's grads, scaled

@@ -195,6 +195,20 @@ def test_groups_padded_to_the_pitch_share_one_call_and_keep_their_bits(monkeypat
     assert np.array_equal(*totals)
 
 
+def test_a_short_group_fills_a_slot_of_its_own_size(monkeypatch):
+    """A batch smaller than a group (or an epoch's short last group) is not padded to the pitch."""
+    calls = []
+    monkeypatch.setattr(layers, "matmul", lambda a, b, out=None: calls.append(len(a)) or np.matmul(a, b, out=out))
+    monkeypatch.setattr(exact_module, "call_pitch", lambda net, group_size: 66)
+    x, y = make_classification(n_samples=10, n_features=6, n_classes=3, seed=6)
+    model = small_model()
+    model.net.build(6)
+    exact = ExactGradients(Communicator.local(), group_size=64)
+    exact.setup(model.net)
+    exact.accumulate(model.net, model.head, x, y, np.arange(10))
+    assert 66 not in calls and 10 in calls  # forward and input gradients on its 10 rows
+
+
 def test_rows_independent_of_call_sees_a_product_whose_rows_depend_on_the_call(monkeypatch):
     model = small_model()
     model.net.build(6)
