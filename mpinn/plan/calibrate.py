@@ -146,9 +146,12 @@ def overlap_share(comm: Communicator, sizes: Sizes) -> float:
 
 
 def measure_compute(comm: Communicator, spec: ModelSpec, sizes: Sizes, oversubscription: float) -> dict:
-    """Matmul and streaming figures per core, medians over ranks measuring concurrently."""
+    """Matmul and streaming figures per core, medians over ranks measuring concurrently. The
+    matmuls are the model's own and their slices for every tensor-parallel split of this many
+    ranks: the planner reads a matmul's time off them (thin ones are far off any one fit)."""
     comm.barrier()
-    passes = [measure.gemm_points(spec, list(sizes.gemm_rows), sizes.compute_window_s)
+    splits = tuple(t for t in range(2, comm.size + 1) if comm.size % t == 0)
+    passes = [measure.gemm_points(spec, list(sizes.gemm_rows), sizes.compute_window_s, splits)
               for _ in range(sizes.compute_passes)]
     points = [min(same, key=lambda point: point[3]) for same in zip(*passes)]
     elements = sizes.stream_elements or spec.num_params

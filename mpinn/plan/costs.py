@@ -73,15 +73,19 @@ def measured_ratio(formula, nbytes: float, cost: AlphaBeta) -> float:
     the end values beyond them); 1 when the cost carries no measurements."""
     ratios = [(math.log(n), t / formula(n, cost.measured_ranks, cost)) for n, t in cost.measured
               if formula(n, cost.measured_ranks, cost) > 0]
-    if not ratios:
-        return 1.0
-    x = math.log(max(nbytes, 1.0))
-    if x <= ratios[0][0]:
-        return ratios[0][1]
-    for (x0, r0), (x1, r1) in zip(ratios, ratios[1:]):
+    return interpolate(ratios, math.log(max(nbytes, 1.0))) if ratios else 1.0
+
+
+def interpolate(points: list[tuple[float, float]], x: float) -> float:
+    """Piecewise-linear through (x, y) points (sorted here; the last y of a repeated x
+    counts), constant beyond the end points."""
+    points = sorted(dict(points).items())
+    if x <= points[0][0]:
+        return points[0][1]
+    for (x0, y0), (x1, y1) in zip(points, points[1:]):
         if x <= x1:
-            return r0 + (r1 - r0) * (x - x0) / (x1 - x0)
-    return ratios[-1][1]
+            return y0 + (y1 - y0) * (x - x0) / (x1 - x0)
+    return points[-1][1]
 
 
 def allreduce_seconds(nbytes: float, p: int, cost: AlphaBeta) -> float:

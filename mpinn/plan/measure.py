@@ -41,12 +41,18 @@ def median_call_seconds(fn: Callable[[], object], repeats: int, warmup: int = 1)
     return statistics.median(times)
 
 
-def model_gemm_shapes(spec: ModelSpec, rows: int) -> list[tuple[int, int, int]]:
+def model_gemm_shapes(spec: ModelSpec, rows: int, splits: tuple[int, ...] = ()) -> list[tuple[int, int, int]]:
     """The (m, k, n) of every matmul a training step of ``spec`` on ``rows`` rows runs:
-    forward x @ W, backward x.T @ dout and dout @ W.T."""
-    shapes = []
+    forward x @ W, backward x.T @ dout and dout @ W.T; with each tensor-parallel split t in
+    ``splits``, also those of every layer's slices (W's columns or rows in t parts)."""
+    weights = set()
     for i in range(spec.num_layers):
         fan_in, fan_out = spec.layer_shape(i)
+        weights.add((fan_in, fan_out))
+        weights |= {(fan_in, fan_out // t) for t in splits if fan_out % t == 0}
+        weights |= {(fan_in // t, fan_out) for t in splits if fan_in % t == 0}
+    shapes = []
+    for fan_in, fan_out in sorted(weights):
         shapes += [(rows, fan_in, fan_out), (fan_in, rows, fan_out), (rows, fan_out, fan_in)]
     return shapes
 
@@ -59,10 +65,10 @@ def time_gemm(m: int, k: int, n: int, min_seconds: float) -> float:
     return sustained_call_seconds(lambda: np.matmul(a, b, out=out), min_seconds)
 
 
-def gemm_points(spec: ModelSpec, rows_list: list[int],
-                min_seconds: float) -> list[tuple[int, int, int, float]]:
-    """(m, k, n, seconds) for the model's matmul shapes at each row count."""
-    shapes = sorted({s for rows in rows_list for s in model_gemm_shapes(spec, rows)})
+def gemm_points(spec: ModelSpec, rows_list: list[int], min_seconds: float,
+                splits: tuple[int, ...] = ()) -> list[tuple[int, int, int, float]]:
+    """(m, k, n, seconds) for the model's matmul shapes (and tensor slices) at each row count."""
+    shapes = sorted({s for rows in rows_list for s in model_gemm_shapes(spec, rows, splits)})
     return [(m, k, n, time_gemm(m, k, n, min_seconds)) for m, k, n in shapes]
 
 

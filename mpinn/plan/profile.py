@@ -12,7 +12,12 @@ Schema (``"schema": "mpinn-profile/1"``; times in seconds, sizes in bytes)::
         "gemm_overhead_s": 2.0e-6,                  # fixed cost per matmul call
         "gemm_bytes_per_s": 2.0e10,                 # optional: operand traffic (packing), which
                                                     # makes matmuls with few rows slower per flop
-        "memory_bytes_per_s": 1.0e10                # streaming element-wise traffic
+        "memory_bytes_per_s": 1.0e10,               # streaming element-wise traffic
+        "gemm_points": [{"m": 8, "k": 1024, "n": 1024, "seconds": 4.4e-4}, ...],
+                                                    # optional: the model's own matmuls as
+                                                    # calibrated, which correct the formula
+                                                    # shape by shape (see ComputeCost.gemm)
+        "measured_with_oversubscription": 1.0       # ranks per core while they were measured
       },
       "network": {                                  # absent or null: measured on one rank
         "overlap": 0.0,                             # share of non-blocking communication that
@@ -101,10 +106,15 @@ class Network:
 
 @dataclass(frozen=True)
 class Compute:
+    """Per-core compute rates; ``gemm_points`` are measured (m, k, n, seconds) matmuls, timed
+    with ``points_oversubscription`` ranks per core (see :meth:`ComputeCost.gemm`)."""
+
     gemm_flops_per_s: float
     gemm_overhead_s: float
     memory_bytes_per_s: float
     gemm_bytes_per_s: float = math.inf
+    gemm_points: tuple[tuple[int, int, int, float], ...] = ()
+    points_oversubscription: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -175,6 +185,25 @@ def _network(data: dict | None) -> Network | None:
     return Network(intra, inter, overlap)
 
 
+def _gemm_point(point: Any) -> tuple[int, int, int, float]:
+    where = "compute.gemm_points"
+    if not isinstance(point, dict):
+        raise ConfigError(f"profile: {where} must hold objects with m, k, n and seconds, got {point!r}")
+    m, k, n = (int(_number(point, key, where)) for key in "mkn")
+    return m, k, n, _number(point, "seconds", where)
+
+
+def _compute(compute: dict) -> Compute:
+    optional = {key: _number(compute, key, "compute") for key in ("gemm_bytes_per_s", "measured_with_oversubscription")
+                if key in compute}
+    return Compute(_number(compute, "gemm_flops_per_s", "compute"),
+                   _number(compute, "gemm_overhead_s", "compute", positive=False),
+                   _number(compute, "memory_bytes_per_s", "compute"),
+                   optional.get("gemm_bytes_per_s", math.inf),
+                   tuple(_gemm_point(point) for point in compute.get("gemm_points") or ()),
+                   optional.get("measured_with_oversubscription", 1.0))
+
+
 def profile_from_dict(data: Any) -> Profile:
     """Validate a parsed profile; every problem is a ConfigError naming the field."""
     if not isinstance(data, dict):
@@ -184,12 +213,7 @@ def profile_from_dict(data: Any) -> Profile:
     compute = _section(data, "compute", "")
     cores = int(_number(data, "cores_per_node", "profile"))
     ranks_per_node = int(_number(data, "ranks_per_node", "profile")) if "ranks_per_node" in data else cores
-    return Profile(cores, ranks_per_node,
-                   Compute(_number(compute, "gemm_flops_per_s", "compute"),
-                           _number(compute, "gemm_overhead_s", "compute", positive=False),
-                           _number(compute, "memory_bytes_per_s", "compute"),
-                           _number(compute, "gemm_bytes_per_s", "compute")
-                           if "gemm_bytes_per_s" in compute else math.inf),
+    return Profile(cores, ranks_per_node, _compute(compute),
                    _network(data.get("network")), str(data.get("source", "hand-written")))
 
 

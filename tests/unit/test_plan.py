@@ -9,11 +9,12 @@ import pytest
 from mpinn.cli import main
 from mpinn.errors import ConfigError
 from mpinn.plan.layouts import Layout
+from mpinn.plan.measure import model_gemm_shapes
 from mpinn.plan.planner import overall_best, parse_ranks, plan
 from mpinn.plan import costs
 from mpinn.plan.predict import messages_leaving_a_node, predict_layout
 from mpinn.plan.profile import load_profile, profile_from_dict
-from mpinn.plan.workload import ModelSpec
+from mpinn.plan.workload import ComputeCost, ModelSpec, gemm_formula
 
 
 def profile_dict(latency_s=2e-6, bandwidth=1.25e10, cores=48, overlap=0.0):
@@ -105,6 +106,10 @@ def test_profile_validation_names_the_field(tmp_path):
     with pytest.raises(ConfigError, match="no network part"):
         predict_layout(BIG, 64, Layout(data=2), profile_from_dict(no_network))
     assert predict_layout(BIG, 64, Layout(), profile_from_dict(no_network)).step_s > 0
+    bad_point = profile_dict()
+    bad_point["compute"]["gemm_points"] = [{"m": 8, "k": 64, "n": 64}]
+    with pytest.raises(ConfigError, match="compute.gemm_points.seconds must be a number"):
+        profile_from_dict(bad_point)
     (tmp_path / "bad.json").write_text("{")
     with pytest.raises(ConfigError, match="not valid JSON"):
         load_profile(tmp_path / "bad.json")
@@ -196,3 +201,49 @@ def test_a_message_takes_the_measured_ping_pong_time_at_the_measured_sizes():
     link = profile_from_dict(burst).link(True)
     assert costs.point_to_point_seconds(2**20, link.message) == pytest.approx(0.03)
     assert costs.point_to_point_seconds(2**20, link.point_to_point) == pytest.approx(1e-5 + 2**20 / 1e8)
+
+
+def with_gemm_points(data: dict, spec: ModelSpec, rows: list[int], seconds, splits=()) -> dict:
+    """``data`` with the matmul points calibrate would time: seconds(m, k, n, formula)."""
+    compute = profile_from_dict(data).compute
+    shapes = sorted({shape for r in rows for shape in model_gemm_shapes(spec, r, splits)})
+    data["compute"]["gemm_points"] = [{"m": m, "k": k, "n": n, "seconds": seconds(m, k, n, gemm_formula(compute, m, k, n))}
+                                      for m, k, n in shapes]
+    return data
+
+
+def test_a_calibrated_matmul_takes_its_measured_time_interpolated_over_the_rows():
+    spec = ModelSpec((64, 64, 64))
+    # 8-row matmuls took twice the formula, 32-row ones what it says
+    data = with_gemm_points(profile_dict(), spec, [8, 32], lambda m, k, n, formula: formula * (2 if 8 in (m, k) else 1))
+    cost, plain = ComputeCost(profile_from_dict(data).compute), ComputeCost(FAST.compute)
+    assert cost.gemm(8, 64, 64) == pytest.approx(2 * plain.gemm(8, 64, 64))
+    assert cost.gemm(64, 8, 64, rows_at=1) == pytest.approx(2 * plain.gemm(64, 8, 64))      # dW = x.T @ dout
+    assert cost.gemm(16, 64, 64) == pytest.approx(1.5 * plain.gemm(16, 64, 64))  # half-way in log rows
+    assert cost.gemm(4, 64, 64) == pytest.approx(2 * plain.gemm(4, 64, 64))      # held beyond the ends
+    assert cost.gemm(128, 64, 64) == pytest.approx(plain.gemm(128, 64, 64))
+    assert cost.gemm(8, 32, 64) == pytest.approx(plain.gemm(8, 32, 64))          # a tensor slice: not timed
+    sliced = with_gemm_points(profile_dict(), spec, [8, 32], lambda m, k, n, formula: 3 * formula, splits=(2,))
+    assert ComputeCost(profile_from_dict(sliced).compute).gemm(8, 32, 64) == pytest.approx(3 * plain.gemm(8, 32, 64))
+    doubled = profile_dict()
+    doubled["compute"].update(measured_with_oversubscription=2.0, gemm_points=data["compute"]["gemm_points"])
+    # the same times measured with two ranks per core: the 8-row ones are what the formula
+    # says a shared core takes, the 32-row ones half of it
+    shared = ComputeCost(profile_from_dict(doubled).compute)
+    assert shared.gemm(8, 64, 64) == pytest.approx(plain.gemm(8, 64, 64))
+    assert shared.gemm(32, 64, 64) == pytest.approx(0.5 * plain.gemm(32, 64, 64))
+
+
+def test_slow_thin_matmuls_make_many_micro_batches_cost_more():
+    """A pipeline's micro-batches of few rows run thin matmuls; where the calibration measured
+    those slower than the fit (a weight streamed from memory per call), the planner charges it."""
+    rows, slow_stream = [8, 32, 128, 512], 2e9  # every call reads its weight at 2 GB/s
+    data = with_gemm_points(profile_dict(cores=2), BIG, rows,
+                            lambda m, k, n, formula: formula + 4 * max(m * k, k * n, m * n) / slow_stream)
+    thin = profile_from_dict(data)
+    sixteen, four = Layout(pipeline=2, micro_batches=16), Layout(pipeline=2, micro_batches=4)
+    weights = 4 * (2 * 784 * 1024 + 3 * 1024 * 1024) / slow_stream  # stage 0: forward, dW, dx (not layer 0)
+    extra = predict_layout(BIG, 128, sixteen, thin).compute_s - predict_layout(BIG, 128, sixteen, FAST).compute_s
+    assert extra == pytest.approx(16 * weights, rel=0.05)
+    assert predict_layout(BIG, 128, sixteen, thin).step_s > predict_layout(BIG, 128, four, thin).step_s
+    assert predict_layout(BIG, 128, sixteen, FAST).step_s < predict_layout(BIG, 128, four, FAST).step_s

@@ -108,3 +108,13 @@ def test_gemm_fit_keeps_the_flop_term_on_overhead_bound_shapes():
               [(8, 10, 64), (8, 64, 10), (32, 64, 10), (32, 10, 64)]]
     rate, _, _ = fit_gemm(points)
     assert 0 < rate < float("inf")
+
+
+def test_calibrated_matmuls_are_the_models_own_and_their_tensor_slices():
+    from mpinn.plan.measure import model_gemm_shapes
+
+    spec = ModelSpec((6, 8, 3))
+    whole = {(4, 6, 8), (6, 4, 8), (4, 8, 6), (4, 8, 3), (8, 4, 3), (4, 3, 8)}  # x @ W, x.T @ dout, dout @ W.T
+    assert set(model_gemm_shapes(spec, 4)) == whole
+    halves = {(4, 6, 4), (6, 4, 4), (4, 4, 6), (4, 3, 8), (3, 4, 8), (4, 8, 3), (4, 4, 3), (4, 3, 4)}
+    assert set(model_gemm_shapes(spec, 4, splits=(2,))) == whole | halves  # 3 outputs do not halve
