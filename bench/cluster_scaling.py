@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/cluster_scaling.py [--rates 0.25,0.5,1,0] [--per-node 1,2]
         [--batch 128] [--model 784,1024,1024,1024,10] [--steps 3] [--rounds 3] [--out runs/bench]
+        [--name mpb]
 
 Needs root, ``ip`` and ``tc`` (tests/cluster/cluster.py makes and deletes the namespaces).
 For each link rate (Gbit/s; 0 = unshaped, which is host-limited) and each placement (ranks
@@ -38,7 +39,7 @@ from mpinn.plan.profile import load_profile  # noqa: E402
 from mpinn.plan.workload import ModelSpec, parse_widths  # noqa: E402
 
 WORKER = HERE / "cluster_scaling_worker.py"
-NAME = "mpb"  # namespaces mpb-hub, mpb-node0, mpb-node1
+NAME = "mpb"  # namespaces mpb-hub, mpb-node0, mpb-node1 (--name changes the prefix)
 PYTHON, MPIEXEC = sys.executable, str(Path(sys.executable).parent / "mpiexec")
 BUCKET_ITEMS = ["data", "data-flat", "data-bucket=1", "data-bucket=16"]
 TORCH_PORT = 29533
@@ -84,7 +85,7 @@ def plan_layouts(spec: ModelSpec, args, ranks: int, profile) -> dict:
 def one_setting(rate: float, per_node: int, spec: ModelSpec, args) -> dict:
     """Calibrate, plan and measure at one link rate and placement."""
     tc_rate = f"{rate}gbit" if rate else None
-    cluster = emulated.start(2, tc_rate, NAME)
+    cluster = emulated.start(2, tc_rate, args.name)
     ranks, tag = 2 * per_node, f"{rate:g}gbit_x{per_node}" if rate else f"unshaped_x{per_node}"
     profile_path = args.out / f"cluster_profile_{tag}.json"
     run(cluster.mpiexec(MPIEXEC, per_node, [PYTHON, "-m", "mpinn", "calibrate", "--model", args.model,
@@ -100,7 +101,7 @@ def one_setting(rate: float, per_node: int, spec: ModelSpec, args) -> dict:
                               env={"GLOO_SOCKET_IFNAME": "eth0"})
     measured = fastest_of_rounds([json.loads(run(command, 1800).strip().splitlines()[-1])["results"]
                                   for _ in range(args.rounds)])
-    emulated.stop(NAME)
+    emulated.stop(args.name)
     predicted = {item: predict_layout(spec, args.batch, lay, profile).step_s
                  for item, lay in planned["layouts"].items()}
     print(f"{tag}: " + ", ".join(f"{k} {v['step_s'] * 1e3:.0f} ms" for k, v in measured.items()), flush=True)
@@ -136,13 +137,14 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="runs of every item; the fastest counts")
     parser.add_argument("--no-torch", action="store_true", help="skip PyTorch DDP even if installed")
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "bench")
+    parser.add_argument("--name", default=NAME, help="prefix of the namespaces made (NAME-hub, NAME-node0, ...)")
     args = parser.parse_args()
     reason = emulated.why_unavailable()
     if reason:
         sys.exit(f"cluster_scaling: {reason}")
     args.per_node = [int(p) for p in args.per_node.split(",")]
     args.out.mkdir(parents=True, exist_ok=True)
-    atexit.register(emulated.stop, NAME)
+    atexit.register(emulated.stop, args.name)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # atexit deletes the namespaces
     spec = ModelSpec(parse_widths(args.model))
     settings = [one_setting(float(rate), per_node, spec, args)
