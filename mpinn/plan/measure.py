@@ -6,6 +6,8 @@ figures include the contention of ranks sharing a node.
 
 from __future__ import annotations
 
+import itertools
+import math
 import statistics
 import time
 from collections.abc import Callable
@@ -13,6 +15,8 @@ from collections.abc import Callable
 import numpy as np
 
 from mpinn.plan.workload import ModelSpec
+
+MAX_WORKING_SET_BYTES = 2**28  # 256 MiB of operand copies at most
 
 
 def sustained_call_seconds(fn: Callable[[], object], min_seconds: float) -> float:
@@ -57,19 +61,32 @@ def model_gemm_shapes(spec: ModelSpec, rows: int, splits: tuple[int, ...] = ()) 
     return shapes
 
 
-def time_gemm(m: int, k: int, n: int, min_seconds: float) -> float:
+def time_gemm(m: int, k: int, n: int, min_seconds: float, working_set_bytes: float = 0.0) -> float:
+    """Seconds of one (m x k) @ (k x n) matmul, cycling through copies of its operands that
+    together hold ``working_set_bytes`` (at most :data:`MAX_WORKING_SET_BYTES`): a training
+    step meets each weight again only after the rest of the model has passed through the
+    cache, and a thin matmul, which streams its weight for few rows, is slower from memory."""
     rng = np.random.default_rng(0)
-    a = rng.random((m, k), dtype=np.float32)
-    b = rng.random((k, n), dtype=np.float32)
-    out = np.empty((m, n), dtype=np.float32)
-    return sustained_call_seconds(lambda: np.matmul(a, b, out=out), min_seconds)
+    one_set = 4 * (m * k + k * n + m * n)
+    copies = max(1, math.ceil(min(working_set_bytes, MAX_WORKING_SET_BYTES) / one_set))
+    a, b = rng.random((m, k), dtype=np.float32), rng.random((k, n), dtype=np.float32)
+    operands = [(a.copy(), b.copy(), np.ones((m, n), dtype=np.float32)) for _ in range(copies)]
+    sets = itertools.cycle(operands)
+
+    def call() -> None:
+        a, b, out = next(sets)
+        np.matmul(a, b, out=out)
+    return sustained_call_seconds(call, min_seconds)
 
 
 def gemm_points(spec: ModelSpec, rows_list: list[int], min_seconds: float,
                 splits: tuple[int, ...] = ()) -> list[tuple[int, int, int, float]]:
-    """(m, k, n, seconds) for the model's matmul shapes (and tensor slices) at each row count."""
+    """(m, k, n, seconds) for the model's matmul shapes (and tensor slices) at each row count,
+    each timed with operands cycling through as many bytes as the model's parameters and
+    gradients (what a step streams through)."""
     shapes = sorted({s for rows in rows_list for s in model_gemm_shapes(spec, rows, splits)})
-    return [(m, k, n, time_gemm(m, k, n, min_seconds)) for m, k, n in shapes]
+    working_set = 2 * 4 * spec.num_params
+    return [(m, k, n, time_gemm(m, k, n, min_seconds, working_set)) for m, k, n in shapes]
 
 
 def stream_bytes_per_s(elements: int, min_seconds: float) -> float:

@@ -59,11 +59,13 @@ class _Context:
         return self.profile.link(group_span > self.profile.ranks_per_node).step_cost(collective)
 
     def p2p(self, nbytes: float, stage: int) -> float:
-        """A message between pipeline stages ``stage`` and ``stage + 1``. Across nodes, the
-        messages of every replica and tensor rank that leave one node at once share its link."""
+        """A message between pipeline stages ``stage`` and ``stage + 1``, one of a stream (one
+        per micro-batch): no faster than the link's sustained rate. Across nodes, the messages
+        of every replica and tensor rank that leave one node at once share its link."""
         sharing = messages_leaving_a_node(self.layout, self.profile.ranks_per_node, stage)
         link = self.profile.link(sharing > 0)
-        return costs.point_to_point_seconds(nbytes, link.message) * max(1, sharing)
+        one = max(costs.point_to_point_seconds(nbytes, link.message), nbytes / link.sustained_bytes_per_s)
+        return one * max(1, sharing)
 
 
 def messages_leaving_a_node(layout: Layout, ranks_per_node: int, stage: int) -> int:
@@ -125,12 +127,14 @@ def _stage_micro_batch(ctx: _Context, index: int, stage: range, rows: int, last:
         comm += costs.allreduce_seconds(rows * spec.widths[row + 1] * spec.dtype_bytes, t, reduce_step)
         if col > 0:
             comm += costs.allreduce_seconds(rows * spec.widths[col] * spec.dtype_bytes, t, reduce_step)
-    # each boundary carries the activations forward and their gradient back, and a stage's
-    # compute waits for both (sends and receives progress only inside MPI calls)
+    # each boundary carries the activations forward and their gradient back; in 1F1B's steady
+    # state the next micro-batch's activations and an earlier one's gradient cross it at once,
+    # in opposite directions of a full-duplex link, so a stage waits for one message time per
+    # boundary (they progress only inside MPI calls: not behind its compute)
     if not last:
-        comm += 2 * ctx.p2p(rows * spec.widths[stage.stop] * spec.dtype_bytes, index)
+        comm += ctx.p2p(rows * spec.widths[stage.stop] * spec.dtype_bytes, index)
     if stage.start > 0:
-        comm += 2 * ctx.p2p(rows * spec.widths[stage.start] * spec.dtype_bytes, index - 1)
+        comm += ctx.p2p(rows * spec.widths[stage.start] * spec.dtype_bytes, index - 1)
     return compute, comm
 
 

@@ -92,6 +92,15 @@ class Link:
         return AlphaBeta(self.latency_s, 1.0 / self.bandwidth_bytes_per_s, self.ping_pong,
                          2 if self.ping_pong else 0)
 
+    @property
+    def sustained_bytes_per_s(self) -> float:
+        """What a stream of messages gets: the rate of the largest ping-pong message where
+        calibrated (a shaped link's token bucket speeds up only a message after a pause)."""
+        if not self.ping_pong:
+            return self.bandwidth_bytes_per_s
+        nbytes, seconds = max(self.ping_pong)
+        return nbytes / seconds if seconds > 0 else self.bandwidth_bytes_per_s
+
     def step_cost(self, collective: str) -> AlphaBeta:
         """Alpha-beta of one step of ``collective``: measured if calibrated, else point-to-point."""
         return self.collectives.get(collective, self.point_to_point)
