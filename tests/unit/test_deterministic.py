@@ -132,23 +132,29 @@ def test_sums_are_the_same_bits_on_any_split_where_a_products_rows_depend_on_its
     x, y = make_classification(n_samples=23, n_features=6, n_classes=3, seed=2)
 
     def sums(spans):
-        model = small_model()
-        model.net.build(6)
-        exact = ExactGradients(Communicator.local(), group_size=5)
-        exact.setup(model.net)
-        total = np.zeros(model.grads.size, np.int64)
-        for span in spans:
-            exact.exponent = 20
-            exact.accumulate(model.net, model.head, x, y, np.arange(23), span=span)
-            assert exact.used_exponent == 20
-            total += exact.sums
-        return total
+        return span_sums(x, y, 5, spans)[0]
 
     one_rank = sums([(0, 23)])
     assert np.array_equal(sums([(0, 10), (10, 23)]), one_rank)
     # one call for all of a rank's rows (what the check allows where rows do not depend on it):
     monkeypatch.setattr(exact_module, "rows_independent_of_call", lambda model, groups: True)
     assert not np.array_equal(sums([(0, 10), (10, 23)]), sums([(0, 23)]))
+
+
+def span_sums(x, y, group_size, spans):
+    """The grid sums of the groups of each span (one span a rank), added up, at exponent 20;
+    and the ExactGradients that made them."""
+    model = small_model()
+    model.net.build(x.shape[1])
+    exact = ExactGradients(Communicator.local(), group_size=group_size)
+    exact.setup(model.net)
+    total = np.zeros(model.grads.size, np.int64)
+    for span in spans:
+        exact.exponent = 20
+        exact.accumulate(model.net, model.head, x, y, np.arange(len(x)), span=span)
+        assert exact.used_exponent == 20
+        total += exact.sums
+    return total, exact
 
 
 def position_matmul(a, b, out=None):
@@ -181,15 +187,7 @@ def test_groups_padded_to_the_pitch_share_one_call_and_keep_their_bits(monkeypat
     x, y = make_classification(n_samples=202, n_features=6, n_classes=3, seed=6)
     totals = []
     for spans in ([(0, 202)], [(0, 128), (128, 202)]):
-        model = small_model()
-        model.net.build(6)
-        exact = ExactGradients(Communicator.local(), group_size=64)
-        exact.setup(model.net)
-        total = np.zeros(model.grads.size, np.int64)
-        for span in spans:
-            exact.exponent = 20
-            exact.accumulate(model.net, model.head, x, y, np.arange(202), span=span)
-            total += exact.sums
+        total, exact = span_sums(x, y, 64, spans)
         assert exact._pitch == 66 and all(exact._rowwise.values())
         totals.append(total)
     assert np.array_equal(*totals)
