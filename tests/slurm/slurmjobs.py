@@ -84,3 +84,12 @@ def wait_until(condition, timeout: float, what: str):
             pytest.fail(f"not {what} after {timeout:.0f} s")
         time.sleep(0.2)
     return result
+
+
+def start_requeued(job: dict[str, str]) -> None:
+    """Start a requeued job that Slurm holds back (~2 minutes before it is eligible again) in
+    3 s: not in the second of the requeue, whose revoked credential slurmd would still hold
+    against it ("Killing non-startable batch job: Job credential revoked")."""
+    if job["JobState"] == "PENDING":
+        subprocess.run(["scontrol", "update", f"JobId={job['JobId']}", "StartTime=now+3"],
+                       check=True, timeout=30)

@@ -5,7 +5,7 @@ from the checkpoint and ends with the same parameters as an uninterrupted run.""
 import subprocess
 
 import numpy as np
-from slurmjobs import job_fields, run_job, submit, wait_for, wait_until
+from slurmjobs import job_fields, run_job, start_requeued, submit, wait_for, wait_until
 from test_scripts import assert_completed, epochs, require_flags
 
 SCRIPT = "train-resumable.sbatch"
@@ -36,9 +36,7 @@ def test_preempted_job_checkpoints_requeues_and_resumes(slurm, tmp_path):
     [job] = wait_until(lambda: [j for j in job_fields(job_id) if j["Restarts"] == "1"
                                 and j["JobState"] in ("PENDING", "RUNNING", "COMPLETED")],
                        60, "requeued")
-    if job["JobState"] == "PENDING":
-        # Slurm makes a requeued job wait ~2 minutes before it is eligible; start it now.
-        subprocess.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"], check=True, timeout=30)
+    start_requeued(job)
     [job] = wait_for(job_id, 120)
     log = open(job["StdOut"]).read()
     assert (job["JobState"], job["ExitCode"], job["Restarts"]) == ("COMPLETED", "0:0", "1"), log

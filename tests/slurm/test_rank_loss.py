@@ -4,10 +4,8 @@ rank finishes on the survivors; a pipeline job, which cannot shrink, stops with 
 itself and resumes from its last checkpoint. A named rank kills itself at an exact step
 (MPINN_FAULT_INJECT, see mpinn.faults), in every start of the job."""
 
-import subprocess
-
 import pytest
-from slurmjobs import ROOT, job_fields, run_job, submit, wait_for, wait_until
+from slurmjobs import ROOT, job_fields, run_job, start_requeued, submit, wait_for, wait_until
 from test_scripts import assert_completed
 
 from mpinn.faults import VARIABLE
@@ -38,8 +36,7 @@ def test_a_pipeline_job_that_loses_a_rank_requeues_and_resumes(slurm, tmp_path):
         "MPINN_ARGS": f"{TINY} --strategy pipeline --hidden 16,16"})
     [job] = wait_until(lambda: [j for j in job_fields(job_id) if j["Restarts"] == "1"
                                 and j["JobState"] in ("PENDING", "RUNNING")], 120, "requeued")
-    if job["JobState"] == "PENDING":  # a requeued job waits ~2 minutes to be eligible: start it now
-        subprocess.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"], check=True, timeout=30)
+    start_requeued(job)
     [job] = wait_for(job_id, 120)
     log = open(job["StdOut"]).read()
     # the fault comes back in the second start (same step, same rank): stopped after one requeue
