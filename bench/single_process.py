@@ -144,22 +144,31 @@ def product_breakdown(step, steps: int) -> dict:
             "product_calls": len(calls), "product_flops": flops}
 
 
-def gemm_gflops(repeats: int = 5) -> float:
-    """One core's float32 GEMM rate on 512x1024 @ 1024x1024 (the kernel's ceiling)."""
+def gemm_gflops(library: str = "numpy", repeats: int = 5) -> float:
+    """One core's float32 GEMM rate on 512x1024 @ 1024x1024 (the kernel's ceiling), through
+    numpy (OpenBLAS) or PyTorch: what bounds a step made mostly of such products."""
     rng = np.random.default_rng(0)
     a, b = rng.random((512, 1024), dtype=np.float32), rng.random((1024, 1024), dtype=np.float32)
     out = np.empty((512, 1024), np.float32)
-    seconds = median_call_seconds(lambda: np.matmul(a, b, out=out), repeats, warmup=3)
+    product = lambda: np.matmul(a, b, out=out)  # noqa: E731
+    if library == "torch":
+        import torch
+
+        torch.set_num_threads(1)
+        a, b, out = torch.from_numpy(a), torch.from_numpy(b), torch.from_numpy(out)
+        product = lambda: torch.mm(a, b, out=out)  # noqa: E731
+    seconds = median_call_seconds(product, repeats, warmup=3)
     return 2 * 512 * 1024 * 1024 / seconds / 1e9
 
 
-def measure(args, with_torch: bool) -> tuple[list[dict], list[dict], list[float]]:
+def measure(args, with_torch: bool) -> tuple[list[dict], list[dict], dict[str, list[float]]]:
     steps = {name: (mpinn_step(w, b, o), torch_step(w, b, o) if with_torch else None)
              for name, w, b, o, _ in CASES}
     rates = {name: {"mpinn": [], "torch": []} for name, *_ in CASES}
-    breakdowns, gemm = [], []
+    breakdowns, gemm = [], {library: [] for library in ("numpy", "torch")[:1 + with_torch]}
     for _ in range(args.rounds):  # alternate, so every measurement sees the same machine load
-        gemm.append(gemm_gflops())
+        for library, rates_of in gemm.items():
+            rates_of.append(gemm_gflops(library))
         for name, _, batch, _, n in CASES:
             ours, theirs = steps[name]
             rates[name]["mpinn"].append(batch / median_call_seconds(ours, n, warmup=3))
@@ -217,7 +226,9 @@ def main() -> None:
           f"{p['rate_in_step_over_alone']:.1%} ({'meets' if p['rate_in_step_over_alone'] >= TARGET_PRODUCTS else 'misses'}"
           f" ≥ {TARGET_PRODUCTS:.0%})",
           f"{p['rest_s'] * 1e3:.1f}", f"{p['rest_share']:.1%}"]]))
-    print(f"\nsingle-core float32 GEMM (512x1024 @ 1024x1024): {statistics.median(gemm):.1f} GFLOP/s; "
+    torch_gemm = f", PyTorch {statistics.median(gemm['torch']):.1f}" if "torch" in gemm else ""
+    print(f"\nsingle-core float32 GEMM (512x1024 @ 1024x1024): numpy {statistics.median(gemm['numpy']):.1f}"
+          f"{torch_gemm} GFLOP/s; "
           f"products of the step alone: {p['product_flops'] / p['products_alone_s'] / 1e9:.1f} GFLOP/s, "
           f"in the step: {p['product_flops'] / p['products_in_step_s'] / 1e9:.1f} GFLOP/s; "
           f"medians of {args.rounds} rounds")
