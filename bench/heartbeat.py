@@ -6,20 +6,20 @@ Runs ``heartbeat_worker.py`` under mpiexec -n 2 (one BLAS thread per rank) and w
 (communicator calls per step x the cost of one record update / the step).
 """
 
-import os
+import argparse
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-for _var in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"):  # benchmarks use the machine's own
-    os.environ.pop(_var, None)
-
-from common import launch_worker, markdown_table, write_json  # noqa: E402
+from common import add_output_argument, launch_worker, markdown_table, write_json  # noqa: E402
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_output_argument(parser)
+    args = parser.parse_args()
     result = launch_worker(Path(__file__).with_name("heartbeat_worker.py"), 2, 9)
-    path = write_json("heartbeat", result)
+    path = write_json("heartbeat", result, args.output)
     rows = [[r["model"], f"{r['step_s_watchdog_off'] * 1e6:.0f}", f"{r['step_s_watchdog_on'] * 1e6:.0f}",
              f"{r['measured_overhead']:+.1%}", f"{r['calls_per_step']:.1f}",
              f"{r['record_update_s'] * 1e6:.2f}", f"{r['heartbeat_share_of_step']:.2%}"]

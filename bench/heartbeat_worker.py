@@ -32,10 +32,10 @@ class CallCounter(Callback):
     def __init__(self, comm):
         self.comm, self.calls, self.steps = comm, 0, 0
 
-    def on_train_begin(self, epochs, steps_per_epoch, start_step=0):
-        self.steps = epochs * steps_per_epoch
+    def on_train_begin(self, logs=None):
+        self.steps = self.params["epochs"] * self.params["steps"]
 
-    def on_train_end(self):
+    def on_train_end(self, logs=None):
         self.calls = self.comm.shared.heartbeat.sequence
 
 

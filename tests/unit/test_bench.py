@@ -70,3 +70,9 @@ def test_the_sharded_async_worker_measures_memory_and_training():
     assert memory["step_s"] > 0, memory
     training = run_worker("sharded_async_worker.py", "train", "--epochs", "1")
     assert training["final_accuracy"] > 0.5, training
+
+
+def test_the_heartbeat_worker_counts_calls_and_times_a_record_update():
+    result = run_worker("heartbeat_worker.py", "1")
+    for row in result["results"]:
+        assert row["calls_per_step"] > 0 and 0 < row["record_update_s"] < 1e-3, row
