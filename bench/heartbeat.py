@@ -1,7 +1,7 @@
 """The watchdog's heartbeat records cost at most 1% of a training step: measured here.
 
 Runs ``heartbeat_worker.py`` under mpiexec -n 2 (one BLAS thread per rank) and writes
-``results/heartbeat.json`` and a table: time per step with fit's watchdog off and on
+``heartbeat.json`` (to runs/bench/, or --output) and a table: time per step with fit's watchdog off and on
 (alternating rounds, medians), the measured difference, and the heartbeat's modelled share
 (communicator calls per step x the cost of one record update / the step).
 """

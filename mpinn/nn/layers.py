@@ -86,10 +86,6 @@ class Layer:
         over rows in one call per slice of ``calls`` (as ``forward_by_calls``)."""
         return self.backward(dout, need_input_grad=True, inplace=inplace)
 
-    def param_grads(self, dout: np.ndarray, rows: slice) -> None:
-        """Write (not add) into the gradient views the parameter gradients that rows ``rows``
-        of the last forward give on their own."""
-
     def param_grad_pieces(self, dout: np.ndarray, rows: list[slice],
                           scratch: np.ndarray) -> Iterator[tuple[int, int, np.ndarray]]:
         """The parameter gradients that each ``rows[k]`` of the last forward gives on its own,
@@ -170,7 +166,7 @@ class Dense(Layer):
     def backward(self, dout: np.ndarray, need_input_grad: bool = True,
                  inplace: bool = False) -> np.ndarray | None:
         if self._grads_zero:  # write straight into the cleared buffer: no temporary
-            self.param_grads(dout, slice(None))
+            self._write_param_grads(dout)
         else:
             self.dW += matmul(self._x.T, dout)
             if self.db is not None:
@@ -182,11 +178,11 @@ class Dense(Layer):
                    calls: list[slice] | None = None) -> np.ndarray:
         return matmul_by_rows(dout, self.W.T, calls)
 
-    def param_grads(self, dout: np.ndarray, rows: slice) -> None:
-        matmul(self._x[rows].T, dout[rows], out=self.dW)
+    def _write_param_grads(self, dout: np.ndarray) -> None:
+        """Write (not add) the last forward's parameter gradients into the gradient views."""
+        matmul(self._x.T, dout, out=self.dW)
         if self.db is not None:
-            np.add.reduce(dout[rows], axis=0, out=self.db)
-        self._grads_zero = False
+            np.add.reduce(dout, axis=0, out=self.db)
 
     def param_grad_pieces(self, dout: np.ndarray, rows: list[slice],
                           scratch: np.ndarray) -> Iterator[tuple[int, int, np.ndarray]]:
